@@ -612,3 +612,31 @@ def grpo_loss(
         metrics.update({name: value.item() for name, value in stats.items()})
         metrics["tokens"] = float(mask.sum().item())
     return loss, metrics
+
+
+def microbatch_weight(mask: Tensor, rows: Tensor, mode: str) -> float:
+    """Weight of a micro-batch's aggregated loss in the whole batch's loss.
+
+    Splitting N rows into micro-batches and back-propagating `aggregate(mb) * weight` for each
+    gives the gradient of `aggregate(all rows)`:
+        seq_mean_token_mean: (non-empty rows in mb) / (non-empty rows in batch)
+        token_mean:          (unmasked tokens in mb) / (unmasked tokens in batch)
+        seq_mean_token_sum_norm: (rows in mb) / N
+
+    Args:
+        mask: [N, T] bool for the whole batch.
+        rows: [n] indices of the micro-batch's rows.
+        mode: aggregation name (LOSS_AGGREGATIONS).
+    """
+    _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation")
+    mask = mask.bool()
+    if mode == "token_mean":
+        total = mask.sum()
+        part = mask[rows].sum()
+    elif mode == "seq_mean_token_mean":
+        total = mask.any(-1).sum()
+        part = mask[rows].any(-1).sum()
+    else:
+        total = torch.tensor(mask.shape[0])
+        part = torch.tensor(len(rows))
+    return float(part) / float(total) if float(total) > 0 else 0.0

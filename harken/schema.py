@@ -1,0 +1,200 @@
+"""Typed configuration schemas for training (GRPO and SFT), with defaults and one comment per field.
+
+Owns: the dataclasses `harken train grpo|sft` are configured with. Presets in
+`harken/presets/*.yaml` fill them; `harken.config` loads, merges and validates. Does not own:
+the behaviour behind each field (see the module each section names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from harken.config import ConfigError
+from harken.data import DatasetConfig
+
+
+@dataclass
+class ModelConfig:
+    """What to train (harken.models, harken.training.prepare_model)."""
+
+    path: str = "tiny:qwen2-audio"  # checkpoint folder or hub id; "tiny:FAMILY" builds a toy model in memory
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    trust_remote_code: bool = False  # never needed for the supported families
+    attn_implementation: Optional[str] = None  # e.g. sdpa, flash_attention_2; None = transformers' default
+    freeze_encoder: bool = False  # keep the audio encoder fixed (the paper trained it)
+    lora: bool = False  # train a LoRA adapter instead of the full model
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scaling numerator
+    lora_dropout: float = 0.05  # dropout on the LoRA branch
+    lora_target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )  # module names inside the language model; the audio encoder is always excluded
+    gradient_checkpointing: bool = False  # non-reentrant activation checkpointing of decoder layers
+    tiny_seed: int = 0  # seed for "tiny:" models
+
+
+@dataclass
+class PromptConfig:
+    template: str = "prompt2"  # prompt1 | prompt2 | prompt3 | lettered (harken.prompts)
+    max_audio_seconds: float = 30.0  # clips longer than this follow long_clip_policy
+    long_clip_policy: str = "truncate"  # truncate | error | keep
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling (harken.rollout)."""
+
+    group_size: int = 8  # G completions per prompt
+    prompts_per_step: int = 1  # prompts per device per micro-step
+    max_new_tokens: int = 256  # completion length cap (longer ones are truncated)
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling threshold
+    prefix_sharing: bool = True  # compute each prompt once per group (exact); false = naive reference path
+    micro_batch: int = 0  # completion rows per policy forward/backward (0 = all rows of a micro-step)
+    mask_truncated: bool = False  # exclude completions that hit max_new_tokens from the loss
+    dynamic_sampling: bool = False  # drop groups with equal rewards and draw more prompts (DAPO)
+    max_resample_rounds: int = 4  # extra draws per micro-step when dynamic_sampling is on
+
+
+@dataclass
+class AlgoConfig:
+    """The objective (harken.algorithm; names pick registry entries)."""
+
+    advantage: str = "grpo"  # grpo: (r - mean) / (std + eps) | dr_grpo: r - mean
+    adv_eps: float = 1e-4  # eps in the std normalisation
+    kl_coef: float = 0.04  # beta; 0 = no reference model is loaded at all
+    kl_estimator: str = "k3"  # k3 (paper) | k1
+    clip_eps_low: float = 0.2  # ratio lower bound 1 - clip_eps_low
+    clip_eps_high: float = 0.2  # ratio upper bound 1 + clip_eps_high (DAPO clip-higher when larger)
+    ratio_level: str = "token"  # token | sequence (GSPO)
+    loss_agg: str = "seq_mean_token_mean"  # seq_mean_token_mean (paper) | token_mean (DAPO) | seq_mean_token_sum_norm (Dr.GRPO)
+    updates_per_batch: int = 1  # mu: optimizer passes over each batch of rollouts
+
+
+@dataclass
+class RewardSpec:
+    name: str = "accuracy"  # accuracy | format | module:function (fn(completions, examples) -> list[float])
+    weight: float = 1.0  # weight in the summed reward
+
+
+@dataclass
+class RewardConfig:
+    rewards: List[RewardSpec] = field(default_factory=lambda: [RewardSpec("accuracy"), RewardSpec("format")])
+    accuracy_rule: str = "exact"  # exact (paper: <answer> text == answer) | benchmark (MMAU word-match rule)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6  # peak learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    warmup_steps: int = 0  # linear warm-up steps
+    schedule: str = "linear"  # linear | cosine | constant (after warm-up)
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    grad_accum: int = 2  # micro-steps per optimizer step
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/grpo"  # everything of the run goes here
+    max_steps: int = 1000  # optimizer steps (times updates_per_batch for GRPO)
+    save_every: int = 100  # checkpoint interval in steps (0 = only at the end)
+    keep_last: int = 3  # checkpoints kept
+    resume: str = "auto"  # auto (last complete checkpoint if any) | never | path to a checkpoint
+    log_every: int = 1  # metrics interval
+    sample_every: int = 50  # write sample completions every N steps
+    eval_every: int = 0  # validation interval (0 = off)
+    eval_limit: int = 200  # validation items
+    eval_batch_size: int = 8  # validation generation batch
+    eval_max_new_tokens: int = 64  # validation generation cap
+    seed: int = 42  # data order, sampling and init
+    tensorboard: bool = True  # write TensorBoard events under out_dir/tb
+    wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
+    wandb_project: str = "harken"
+    export_merged: bool = False  # LoRA: also write the merged model to out_dir/final-merged
+    progress: bool = True  # progress bar with ETA
+
+
+@dataclass
+class GRPOConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DatasetConfig = field(default_factory=lambda: DatasetConfig(path="synthetic:train"))
+    val: DatasetConfig = field(default_factory=DatasetConfig)  # validation set (path "" = none)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        from harken import algorithm
+        from harken.prompts import TEMPLATES
+
+        checks = [
+            (self.algo.advantage, algorithm.ADVANTAGE_ESTIMATORS, "algo.advantage"),
+            (self.algo.kl_estimator, algorithm.KL_ESTIMATORS, "algo.kl_estimator"),
+            (self.algo.ratio_level, algorithm.RATIO_LEVELS, "algo.ratio_level"),
+            (self.algo.loss_agg, algorithm.LOSS_AGGREGATIONS, "algo.loss_agg"),
+            (self.prompt.template, TEMPLATES, "prompt.template"),
+        ]
+        for value, valid, key in checks:
+            if value not in valid:
+                raise ConfigError(f"{key}={value!r} is not one of: {', '.join(valid)}")
+        _validate_common(self)
+        if self.rollout.group_size < 2:
+            raise ConfigError("rollout.group_size must be >= 2 (advantages compare completions within a group)")
+        if self.algo.updates_per_batch < 1:
+            raise ConfigError("algo.updates_per_batch must be >= 1")
+        if self.reward.accuracy_rule not in ("exact", "benchmark"):
+            raise ConfigError("reward.accuracy_rule must be exact or benchmark")
+        if self.model.gradient_checkpointing and self.rollout.prefix_sharing:
+            # Checkpointed decoder layers drop the cache argument the shared prefix relies on; forcing
+            # it replays appends twice and gives wrong gradients without any error.
+            raise ConfigError(
+                "model.gradient_checkpointing=true with rollout.prefix_sharing=true is not supported "
+                "(activation checkpointing would give silently wrong gradients for the shared prompt); "
+                "use rollout.micro_batch to bound memory, or set rollout.prefix_sharing=false"
+            )
+
+
+@dataclass
+class SFTDataConfig:
+    template: str = "prompt1"  # prompt template (prompt1 = the paper's SFT prompt); the target follows it
+    max_audio_seconds: float = 30.0
+    long_clip_policy: str = "truncate"
+
+
+@dataclass
+class SFTTrainConfig:
+    batch_size: int = 4  # examples per device per micro-step
+    epochs: float = 1.0  # passes over the data (max_steps wins when > 0)
+
+
+@dataclass
+class SFTConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DatasetConfig = field(default_factory=lambda: DatasetConfig(path="synthetic:train"))
+    val: DatasetConfig = field(default_factory=DatasetConfig)
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(template="prompt1"))
+    train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=10, grad_accum=1))
+    run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/sft", max_steps=0))
+
+    def validate(self) -> None:
+        from harken.prompts import TEMPLATES
+
+        if self.prompt.template not in TEMPLATES:
+            raise ConfigError(f"prompt.template={self.prompt.template!r} is not one of: {', '.join(TEMPLATES)}")
+        _validate_common(self)
+
+
+def _validate_common(cfg) -> None:
+    if cfg.optim.schedule not in ("linear", "cosine", "constant"):
+        raise ConfigError("optim.schedule must be linear, cosine or constant")
+    if cfg.prompt.long_clip_policy not in ("truncate", "error", "keep"):
+        raise ConfigError("prompt.long_clip_policy must be truncate, error or keep")
+    if not cfg.data.path:
+        raise ConfigError("data.path is required (a dataset file, or synthetic:train)")

@@ -1,0 +1,55 @@
+"""`harken train grpo|sft`: command-line entry points of the trainers.
+
+Owns: parsing `--config PRESET [key=value ...]` into the trainers' typed configs and
+`--print-config`. The loops live in `harken.grpo` and `harken.sft`.
+"""
+
+from __future__ import annotations
+
+from harken.config import list_presets, load_config, to_yaml
+
+
+def _add(groups, name: str, help_text: str, default_preset: str, func) -> None:
+    p = groups["train"].add_parser(name, help=help_text, description=help_text)
+    p.add_argument("--config", default=default_preset,
+                   help=f"preset name ({', '.join(list_presets())}) or a YAML path (default: {default_preset})")
+    p.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint (same as run.resume=auto)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. optim.lr=1e-5")
+    p.set_defaults(func=func)
+
+
+def _resolve(schema, args):
+    overrides = list(args.overrides) + (["run.resume=auto"] if args.resume else [])
+    return load_config(schema, args.config, overrides)
+
+
+def _cmd_grpo(args) -> int:
+    from harken.schema import GRPOConfig
+
+    cfg = _resolve(GRPOConfig, args)
+    if args.print_config:
+        print(to_yaml(cfg))
+        return 0
+    from harken.grpo import train_grpo
+
+    train_grpo(cfg)
+    return 0
+
+
+def _cmd_sft(args) -> int:
+    from harken.schema import SFTConfig
+
+    cfg = _resolve(SFTConfig, args)
+    if args.print_config:
+        print(to_yaml(cfg))
+        return 0
+    from harken.sft import train_sft
+
+    train_sft(cfg)
+    return 0
+
+
+def register(top, groups) -> None:
+    _add(groups, "grpo", "GRPO (and Dr.GRPO / DAPO / GSPO variants) for audio-language models", "tiny", _cmd_grpo)
+    _add(groups, "sft", "supervised fine-tuning baseline (full or LoRA)", "tiny-sft", _cmd_sft)
