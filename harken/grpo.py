@@ -41,6 +41,7 @@ from harken.training import (
     DataStream,
     MetricsLogger,
     build_optimizer,
+    check_replicas_agree,
     clip_and_step,
     encoder_is_frozen,
     export_final,
@@ -277,6 +278,7 @@ class GRPOTrainer:
         if c.run.eval_every and self.val and self.step % c.run.eval_every != 0:
             self.validate()
         self.save()
+        check_replicas_agree(self.lm, self.acc)
         self.audio.warn_long()
         final = export_final(self.lm, self.run_dir, c.run.export_merged, self.acc)
         self.metrics.close()

@@ -56,6 +56,7 @@ class Family:
     audio_prefix: str  # text before the user text, holding one AUDIO_TOKEN placeholder
     module_paths: dict[str, str]  # audio_tower / projector / language_model / embed_tokens / lm_head
     encoder_modules: tuple[str, ...]  # parameter-name prefixes of the audio encoder (freeze, LoRA exclusion)
+    unused_modules: tuple[str, ...]  # parameter-name prefixes never used for audio questions (always frozen)
     # Runs the audio encoder: (model, input_features [A, M, F], feature_mask [A, F]) -> [sum tokens, D_enc]
     run_encoder: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     model_class_name: str
@@ -133,6 +134,7 @@ QWEN2_AUDIO = Family(
         "lm_head": "lm_head",
     },
     encoder_modules=("model.audio_tower.",),
+    unused_modules=(),
     run_encoder=_qwen2_audio_encoder,
     model_class_name="Qwen2AudioForConditionalGeneration",
 )
@@ -154,6 +156,7 @@ QWEN25_OMNI = Family(
         "lm_head": "lm_head",
     },
     encoder_modules=("model.audio_tower.",),
+    unused_modules=("model.visual.",),  # the thinker's vision encoder
     run_encoder=_omni_encoder,
     model_class_name="Qwen2_5OmniThinkerForConditionalGeneration",
 )

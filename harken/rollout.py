@@ -232,7 +232,9 @@ def completion_logprobs(
         backprop_prefix = loss_fn is not None and last.requires_grad
         if backprop_prefix:
             # Leaves that collect every micro-batch's gradient w.r.t. the prompt's outputs.
-            kv = [(k.detach().requires_grad_(), v.detach().requires_grad_()) for k, v in prefix.cache_kv]
+            # (Only tensors that depend on trainable weights: with LoRA, layer 0's keys may not.)
+            kv = [(k.detach().requires_grad_(k.requires_grad), v.detach().requires_grad_(v.requires_grad))
+                  for k, v in prefix.cache_kv]
             last = last.detach().requires_grad_()
         for s in range(0, n, step):
             rows = torch.arange(s, min(s + step, n), device=device)

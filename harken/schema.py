@@ -171,6 +171,7 @@ class SFTDataConfig:
 class SFTTrainConfig:
     batch_size: int = 4  # examples per device per micro-step
     epochs: float = 1.0  # passes over the data (max_steps wins when > 0)
+    eval_before: bool = True  # validate once before the first step (the "before" point of every run), when run.eval_every > 0
 
 
 @dataclass
@@ -189,6 +190,12 @@ class SFTConfig:
         if self.prompt.template not in TEMPLATES:
             raise ConfigError(f"prompt.template={self.prompt.template!r} is not one of: {', '.join(TEMPLATES)}")
         _validate_common(self)
+        if self.train.batch_size < 1:
+            raise ConfigError("train.batch_size must be >= 1 (examples per device per micro-step)")
+        if self.optim.grad_accum < 1:
+            raise ConfigError("optim.grad_accum must be >= 1")
+        if self.run.max_steps <= 0 and not self.train.epochs > 0:
+            raise ConfigError("set run.max_steps > 0 or train.epochs > 0 (the run length)")
 
 
 def _validate_common(cfg) -> None:

@@ -104,10 +104,10 @@ def prepare_model(model_cfg, device, need_reference: bool) -> tuple[AudioLM, Aud
     if need_reference and not model_cfg.lora:
         ref_model = copy.deepcopy(lm.model).eval().requires_grad_(False)
         ref = AudioLM(ref_model, lm.tokenizer, lm.feature_extractor, lm.family, lm.path)
-    if model_cfg.freeze_encoder:
-        for name, p in lm.model.named_parameters():
-            if name.startswith(lm.family.encoder_modules):
-                p.requires_grad_(False)
+    frozen = lm.family.unused_modules + (lm.family.encoder_modules if model_cfg.freeze_encoder else ())
+    for name, p in lm.model.named_parameters():
+        if frozen and name.startswith(frozen):
+            p.requires_grad_(False)
     if model_cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -120,7 +120,7 @@ def prepare_model(model_cfg, device, need_reference: bool) -> tuple[AudioLM, Aud
         )
         lm.model = get_peft_model(lm.model, cfg)
     if model_cfg.gradient_checkpointing:
-        lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        lm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     lm.model.train()
     return lm, ref
 
@@ -131,6 +131,17 @@ def encoder_is_frozen(lm: AudioLM) -> bool:
 
     base = _base_model(lm.model)
     return not any(p.requires_grad for n, p in base.named_parameters() if n.startswith(lm.family.encoder_modules))
+
+
+def check_replicas_agree(lm: AudioLM, accelerator) -> None:
+    """With several processes, verify every copy of the model holds the same weights."""
+    if accelerator.num_processes == 1:
+        return
+    local = torch.stack([p.detach().double().sum() for p in lm.model.parameters() if p.requires_grad]).sum()
+    everyone = accelerator.gather(local.reshape(1).to(accelerator.device))
+    if not torch.allclose(everyone, everyone[0].expand_as(everyone), rtol=1e-9, atol=0):
+        raise RuntimeError(f"model replicas diverged across processes: {everyone.tolist()}")
+    log.info("all %d model replicas agree (parameter checksum %.9g)", accelerator.num_processes, float(everyone[0]))
 
 
 def trainable_parameters(lm: AudioLM) -> list[torch.nn.Parameter]:

@@ -1,0 +1,34 @@
+"""Shared fixtures: small offline data and toy models (built once per test session)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores: keep each test process to its share and deterministic.
+torch.set_num_threads(int(os.environ.get("HARKEN_TEST_THREADS", "2")))
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic set (all skills): train 96, test 48, warmup 48."""
+    from harken.synth import make_synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    make_synthetic(out, seed=0, n_train=96, n_test=48, n_warmup=48)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """Saved toy models of both families: {"qwen2-audio": path, "qwen2.5-omni": path}."""
+    from harken.models import build_tiny
+
+    out = {}
+    for fam in ("qwen2-audio", "qwen2.5-omni"):
+        path = tmp_path_factory.mktemp(fam.replace(".", "_"))
+        build_tiny(fam, path, seed=0)
+        out[fam] = path
+    return out
