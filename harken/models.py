@@ -156,7 +156,8 @@ QWEN25_OMNI = Family(
         "lm_head": "lm_head",
     },
     encoder_modules=("model.audio_tower.",),
-    unused_modules=("model.visual.",),  # the thinker's vision encoder
+    # The thinker's vision encoder, and an audio-tower embedding only its streaming mode uses.
+    unused_modules=("model.visual.", "model.audio_tower.audio_bos_eos_token."),
     run_encoder=_omni_encoder,
     model_class_name="Qwen2_5OmniThinkerForConditionalGeneration",
 )
