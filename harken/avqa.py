@@ -74,7 +74,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from harken import __version__
-from harken.data import FORMATS, read_dataset, video_to_audio
+from harken.data import FORMATS, file_sha256, read_dataset, video_to_audio
 from harken.records import Example, iter_jsonl, write_json_atomic, write_jsonl
 
 
@@ -331,14 +331,6 @@ def _write_wav_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _reusable(wav: Path, sampling_rate: int) -> Any:
     """soundfile info of an existing clip if it is a mono PCM_16 wav at the rate, else None."""
     import soundfile as sf
@@ -368,7 +360,7 @@ def extract_clip(video: str, wav: str, sampling_rate: int) -> dict[str, Any]:
             "status": "reused",
             "frames": int(info.frames),
             "duration": info.frames / sampling_rate,
-            "sha256": _sha256_file(wav_path),
+            "sha256": file_sha256(wav_path),
         }
     if not os.path.exists(video):
         return {"status": "failed", "reason": "missing", "error": f"{video} disappeared after indexing"}
@@ -583,7 +575,7 @@ def prepare_avqa(
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.time() - t0, 3),
             "annotations": [
-                {"path": str(p.resolve()), "sha256": _sha256_file(p), "items": sum(1 for it in items if it.source == str(p))}
+                {"path": str(p.resolve()), "sha256": file_sha256(p), "items": sum(1 for it in items if it.source == str(p))}
                 for p in ann_paths
             ],
             "videos": str(videos),

@@ -24,32 +24,24 @@ def _resolve(schema, args):
     return load_config(schema, args.config, overrides)
 
 
-def _cmd_grpo(args) -> int:
-    from harken.schema import GRPOConfig
+def _run(schema_name: str, module: str, fn: str):
+    """Build the command for one trainer; the trainer module is imported only when it runs."""
 
-    cfg = _resolve(GRPOConfig, args)
-    if args.print_config:
-        print(to_yaml(cfg))
+    def cmd(args) -> int:
+        import importlib
+
+        import harken.schema as schema
+
+        cfg = _resolve(getattr(schema, schema_name), args)
+        if args.print_config:
+            print(to_yaml(cfg))
+            return 0
+        getattr(importlib.import_module(module), fn)(cfg)
         return 0
-    from harken.grpo import train_grpo
 
-    train_grpo(cfg)
-    return 0
-
-
-def _cmd_sft(args) -> int:
-    from harken.schema import SFTConfig
-
-    cfg = _resolve(SFTConfig, args)
-    if args.print_config:
-        print(to_yaml(cfg))
-        return 0
-    from harken.sft import train_sft
-
-    train_sft(cfg)
-    return 0
+    return cmd
 
 
 def register(top, groups) -> None:
-    _add(groups, "grpo", "GRPO (and Dr.GRPO / DAPO / GSPO variants) for audio-language models", "tiny", _cmd_grpo)
-    _add(groups, "sft", "supervised fine-tuning baseline (full or LoRA)", "tiny-sft", _cmd_sft)
+    _add(groups, "grpo", "GRPO (and Dr.GRPO / DAPO / GSPO variants) for audio-language models", "tiny", _run("GRPOConfig", "harken.grpo", "train_grpo"))
+    _add(groups, "sft", "supervised fine-tuning baseline (full or LoRA)", "tiny-sft", _run("SFTConfig", "harken.sft", "train_sft"))
