@@ -32,7 +32,7 @@ import torch
 from harken.audio import AudioLoader
 from harken.config import save_config
 from harken.data import DatasetConfig, load_dataset
-from harken.models import AudioLM, build_tiny, load_audio_lm, save_audio_lm
+from harken.models import AudioLM, build_tiny, load_audio_lm, resolve_dtype, save_audio_lm
 from harken.records import Example, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def load_base(model_cfg, device) -> AudioLM:
     """The model named by `model.path` ("tiny:FAMILY" builds a toy model in memory)."""
     if model_cfg.path.startswith("tiny:"):
         lm = build_tiny(model_cfg.path.split(":", 1)[1], seed=model_cfg.tiny_seed)
-        lm.model.to(device)
+        lm.model.to(device=device, dtype=resolve_dtype(model_cfg.dtype, device))  # model.dtype holds for toy models too
         return lm
     return load_audio_lm(
         model_cfg.path,
