@@ -406,6 +406,7 @@ class MetricsLogger:
                 f.write(json.dumps({"step": step, **r}, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
+        close_run_log(self.path.parent)
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
@@ -443,6 +444,17 @@ def progress(total: int, initial: int, enabled: bool, desc: str):
 # --------------------------------------------------------------------------------------------
 
 
+_RUN_LOGS: dict[Path, logging.Handler] = {}  # run folder -> its train.log handler
+
+
+def close_run_log(run_dir: Path) -> None:
+    """Detach and close a run's train.log handler (so later runs in this process don't write to it)."""
+    handler = _RUN_LOGS.pop(Path(run_dir).resolve(), None)
+    if handler is not None:
+        logging.getLogger("harken").removeHandler(handler)
+        handler.close()
+
+
 def start_run(cfg, accelerator, kind: str) -> Path:
     """Create the run folder, save the resolved config, add a log file, log the set-up."""
     run_dir = Path(cfg.run.out_dir)
@@ -452,6 +464,7 @@ def start_run(cfg, accelerator, kind: str) -> Path:
         handler = logging.FileHandler(run_dir / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("harken").addHandler(handler)
+        _RUN_LOGS[run_dir.resolve()] = handler
         write_json_atomic(run_dir / "run.json", {"kind": kind, "processes": accelerator.num_processes,
                                                   "device": str(accelerator.device)})
     accelerator.wait_for_everyone()
