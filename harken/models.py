@@ -361,11 +361,24 @@ def load_audio_lm(
 ) -> AudioLM:
     """Load a checkpoint (local folder or hub id already in the local cache) of a supported family.
 
+    `tiny:FAMILY` rebuilds the toy model that training runs with `model.path=tiny:FAMILY` start
+    from, so their LoRA adapters can be evaluated with `--model tiny:FAMILY --adapter RUN/final`.
+
     Safe by default: weights from safetensors only, no remote code unless asked for.
     A full Qwen2.5-Omni checkpoint loads its thinker only (the talker is not needed for text).
     """
     from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer
 
+    if str(path).startswith("tiny:"):
+        # The toy model a "tiny:FAMILY" training run started from (seed 0), rebuilt in memory.
+        lm = build_tiny(str(path).split(":", 1)[1], seed=0)
+        lm.model.to(device=device, dtype=resolve_dtype(dtype, device))
+        if adapter:
+            from peft import PeftModel
+
+            lm.model = PeftModel.from_pretrained(lm.model, adapter)
+        lm.model.eval()
+        return lm
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     family = family_for_config(config)
     torch_dtype = resolve_dtype(dtype, device)

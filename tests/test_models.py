@@ -107,3 +107,11 @@ def test_unknown_family_and_dtype():
         get_family("whisper")
     with pytest.raises(ValueError, match="float32"):
         resolve_dtype("float8", "cpu")
+
+
+def test_tiny_path_rebuilds_the_training_start(tiny_dirs):
+    """`tiny:FAMILY` (what toy training runs start from) loads the same weights as a seed-0 build."""
+    a = load_audio_lm("tiny:qwen2-audio")
+    b = load_audio_lm(str(tiny_dirs["qwen2-audio"]))  # built with seed 0
+    for (na, pa), (nb, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert na == nb and torch.equal(pa, pb), na
