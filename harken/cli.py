@@ -48,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         groups[name] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         gp.set_defaults(func=lambda a, _gp=gp: (_gp.print_help(), 2)[1])
     for mod_name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if e.name == mod_name:
-                continue
-            raise
-        mod.register(top, groups)
+        importlib.import_module(mod_name).register(top, groups)
     return parser
 
 
