@@ -753,6 +753,28 @@ def _loadavg() -> list[float] | None:
         return None
 
 
+def _noise_warning(noise: dict[str, Any], cpus: int, device: torch.device) -> str | None:
+    """A sentence when the run looks disturbed by other work on the machine, else None.
+
+    On a small shared CPU machine another process costs the shared path most: its many small
+    operators each wait for every OpenMP thread, and a descheduled thread stalls them all.
+    """
+    signs = []
+    if device.type == "cpu" and noise["loadavg_before"] and noise["loadavg_after"]:
+        load = max(noise["loadavg_before"][0], noise["loadavg_after"][0])
+        if load > cpus:  # this process alone accounts for up to `cpus`
+            signs.append(f"1-minute load average up to {load:.1f} on {cpus} CPUs")
+    lo, hi = sorted((noise["matmul_gflops_start"], noise["matmul_gflops_end"]))
+    if hi > 0 and lo < 0.75 * hi:
+        signs.append(f"matrix-product rate moved from {noise['matmul_gflops_start']:.0f} to "
+                     f"{noise['matmul_gflops_end']:.0f} GFLOP/s")
+    if noise["max_spread"] > 0.5:
+        signs.append(f"repetitions spread by up to {100 * noise['max_spread']:.0f} % of their median")
+    if not signs:
+        return None
+    return "the machine was probably busy (" + "; ".join(signs) + "): treat these times as upper bounds"
+
+
 def _spread(values: list[float]) -> float:
     med = statistics.median(values)
     return (max(values) - min(values)) / med if med > 0 else 0.0
@@ -909,12 +931,15 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
             "loadavg_after": load_after,
             "matmul_gflops_start": matmul_start,
             "matmul_gflops_end": matmul_end,
-            "max_spread": max((per_path[p]["spread"][ph] for p in cfg.paths for ph in PHASES), default=0.0),
+            # (the optimizer's few milliseconds left out: their jitter says nothing)
+            "max_spread": max((per_path[p]["spread"][ph] for p in cfg.paths for ph in PHASES if ph != "optimizer"),
+                              default=0.0),
             # The step speed-up from each path's fastest repetition, a cross-check of the medians'.
             "step_speedup_best": (per_path["naive"]["best_s"]["step"] / per_path["shared"]["best_s"]["step"]
                                   if both else None),
         },
     }
+    out["noise"]["warning"] = _noise_warning(out["noise"], os.cpu_count() or 1, device)
     step_tflops = {p: flops[p]["step"] / 1e12 for p in cfg.paths}
     achieved = {p: flops[p]["step"] / per_path[p]["step_s"] / 1e9 for p in cfg.paths}
     out["flops"] = {
@@ -1035,9 +1060,11 @@ def format_markdown(res: dict[str, Any]) -> str:
     out.append(
         f"Noise: load average {noise['loadavg_before']} before, {noise['loadavg_after']} after; matmul "
         f"{noise['matmul_gflops_start']:.1f} -> {noise['matmul_gflops_end']:.1f} GFLOP/s; largest (max-min)/median "
-        f"over repetitions {100 * noise['max_spread']:.0f} %"
+        f"of a phase over repetitions {100 * noise['max_spread']:.0f} %"
         + (f"; step speed-up from the fastest repetitions {noise['step_speedup_best']:.2f}x." if noise.get("step_speedup_best") else ".")
     )
+    if noise.get("warning"):
+        out.append(f"**Warning: {noise['warning']}.**")
     return "\n".join(out) + "\n"
 
 
