@@ -754,7 +754,7 @@ def _loadavg() -> list[float] | None:
 
 
 def _noise_warning(noise: dict[str, Any], cpus: int, device: torch.device) -> str | None:
-    """A sentence when the run looks disturbed by other work on the machine, else None.
+    """A sentence when the run looks disturbed (other work on the machine, a drifting clock rate), else None.
 
     On a small shared CPU machine another process costs the shared path most: its many small
     operators each wait for every OpenMP thread, and a descheduled thread stalls them all.
@@ -772,7 +772,7 @@ def _noise_warning(noise: dict[str, Any], cpus: int, device: torch.device) -> st
         signs.append(f"repetitions spread by up to {100 * noise['max_spread']:.0f} % of their median")
     if not signs:
         return None
-    return "the machine was probably busy (" + "; ".join(signs) + "): treat these times as upper bounds"
+    return "the timings look disturbed (" + "; ".join(signs) + "): treat them as upper bounds"
 
 
 def _spread(values: list[float]) -> float:
