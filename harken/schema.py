@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from harken.config import ConfigError
-from harken.data import DatasetConfig
+from harken.data.readers import DatasetConfig
 
 
 @dataclass
 class ModelConfig:
-    """What to train (harken.models, harken.training.prepare_model)."""
+    """What to train (harken.models.families, harken.train.common.prepare_model)."""
 
     path: str = "tiny:qwen2-audio"  # checkpoint folder or hub id; "tiny:FAMILY" builds a toy model in memory
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
@@ -36,14 +36,14 @@ class ModelConfig:
 
 @dataclass
 class PromptConfig:
-    template: str = "prompt2"  # prompt1 | prompt2 | prompt3 | lettered (harken.prompts)
+    template: str = "prompt2"  # prompt1 | prompt2 | prompt3 | lettered (harken.data.prompts)
     max_audio_seconds: float = 30.0  # clips longer than this follow long_clip_policy
     long_clip_policy: str = "truncate"  # truncate | error | keep
 
 
 @dataclass
 class RolloutConfig:
-    """Sampling (harken.rollout)."""
+    """Sampling (harken.rl.rollout)."""
 
     group_size: int = 8  # G completions per prompt
     prompts_per_step: int = 1  # prompts per device per micro-step
@@ -59,7 +59,7 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    """The objective (harken.algorithm; names pick registry entries)."""
+    """The objective (harken.rl.algorithm; names pick registry entries)."""
 
     advantage: str = "grpo"  # grpo: (r - mean) / (std + eps) | dr_grpo: r - mean
     adv_eps: float = 1e-4  # eps in the std normalisation
@@ -130,8 +130,8 @@ class GRPOConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
-        from harken import algorithm
-        from harken.prompts import TEMPLATES
+        from harken.rl import algorithm
+        from harken.data.prompts import TEMPLATES
 
         checks = [
             (self.algo.advantage, algorithm.ADVANTAGE_ESTIMATORS, "algo.advantage"),
@@ -185,7 +185,7 @@ class SFTConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(out_dir="runs/sft", max_steps=0))
 
     def validate(self) -> None:
-        from harken.prompts import TEMPLATES
+        from harken.data.prompts import TEMPLATES
 
         if self.prompt.template not in TEMPLATES:
             raise ConfigError(f"prompt.template={self.prompt.template!r} is not one of: {', '.join(TEMPLATES)}")

@@ -14,7 +14,7 @@ torch.set_num_threads(int(os.environ.get("HARKEN_TEST_THREADS", "2")))
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A small synthetic set (all skills): train 96, test 48, warmup 48."""
-    from harken.synth import make_synthetic
+    from harken.data.synth import make_synthetic
 
     out = tmp_path_factory.mktemp("synth")
     make_synthetic(out, seed=0, n_train=96, n_test=48, n_warmup=48)
@@ -24,7 +24,7 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     """Saved toy models of both families: {"qwen2-audio": path, "qwen2.5-omni": path}."""
-    from harken.models import build_tiny
+    from harken.models.families import build_tiny
 
     out = {}
     for fam in ("qwen2-audio", "qwen2.5-omni"):

@@ -1,0 +1,2 @@
+"""Benchmark of naive against shared-prefix GRPO steps: harness, FLOP model, memory meter, results.
+"""

@@ -1,0 +1,76 @@
+"""The `harken` command line: one sub-command tree, each stage registering its own commands.
+
+Owns: the top-level parser and dispatch. Each command module exposes
+`register(top, groups)` where `top` is the top-level sub-parser action and `groups` maps a group
+name (`data`, `model`, `train`, `eval`) to that group's sub-parser action; it adds parsers whose
+default `func(args) -> int | None` runs the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from harken import __version__
+
+# Modules that contribute commands; each has `register(top, groups)`.
+COMMAND_MODULES = [
+    "harken.cli.model",
+    "harken.cli.data",
+    "harken.cli.eval",
+    "harken.cli.train",
+    "harken.cli.bench",
+    "harken.cli.demo",
+    "harken.cli.report",
+]
+
+GROUPS = {
+    "data": "prepare, inspect and validate datasets",
+    "model": "build and inspect models",
+    "train": "train a model (grpo, sft)",
+    "eval": "evaluate models and score predictions",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harken", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"harken {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups = {}
+    for name, help_text in GROUPS.items():
+        gp = top.add_parser(name, help=help_text, description=help_text)
+        groups[name] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+        gp.set_defaults(func=lambda a, _gp=gp: (_gp.print_help(), 2)[1])
+    for mod_name in COMMAND_MODULES:
+        importlib.import_module(mod_name).register(top, groups)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from harken.config import ConfigError
+
+    try:
+        rc = args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"harken: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        # Data errors are raised as ValueError with the file and item in the message.
+        print(f"harken: error: {e}", file=sys.stderr)
+        return 1
+    return int(rc or 0)
+
+

@@ -1,0 +1,3 @@
+"""`harken bench` (being moved here)."""
+
+from harken.bench.harness import register  # noqa: F401

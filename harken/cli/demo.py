@@ -1,0 +1,3 @@
+"""`harken demo` (being moved here)."""
+
+from harken.demo.run import register  # noqa: F401

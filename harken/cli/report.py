@@ -1,0 +1,3 @@
+"""`harken report` (being moved here)."""
+
+from harken.report.run_report import register  # noqa: F401

@@ -1,0 +1,437 @@
+"""A small real-audio QA test set built offline from Debian packages.
+
+Owns: the three real-audio tasks, which files they draw from, how file names map to readable
+answer classes, the decoding of those files into 16 kHz mono wav clips, and the
+`harken data real` command. Does not own: synthetic data (`harken.data.synth`), benchmark readers
+(`harken.data.readers`), feature extraction (`harken.data.audio`).
+
+| task (``meta["task"]``) | package (apt-get install ...) | what is asked                          |
+|-------------------------|-------------------------------|----------------------------------------|
+| instrument              | sonic-pi-samples              | instrument family, from the file prefix |
+| system-sound            | sound-theme-freedesktop       | kind of desktop sound, from its name    |
+| spoken-word             | flite                         | which digit / word a synthetic voice says |
+
+Every clip is decoded with soundfile, mixed to mono by averaging the channels, resampled with
+soxr to 16 kHz, cut to at most 4.5 s (a 10 ms fade-out where cut) and padded with silence to at
+least 0.5 s. Each question offers four choices; classes that share sounds (a snare is also part
+of the drum kit) are never offered together, so every question has one defensible answer. At most
+`per_class` clips per answer class keep the answers roughly balanced; the correct position is
+balanced within each task.
+
+A missing package skips its task with a logged notice that names the package and the apt-get
+command; with nothing available `make_real` writes nothing and returns None. The same seed gives
+byte-identical files (flite is deterministic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from functools import partial
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from harken.data.records import Example
+
+from harken.io import write_json_atomic, write_jsonl
+from harken.data.synth import SAMPLE_RATE, write_wav
+
+logger = logging.getLogger(__name__)
+
+VERSION = "1"  # bump when the questions or clips of a given seed change
+MAX_CLIP_S = 4.5
+MIN_CLIP_S = 0.5
+N_CHOICES = 4
+DEFAULT_PER_CLASS = 4
+
+# Where the Debian packages install their files (module attributes so tests can point elsewhere).
+SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
+FREEDESKTOP_DIR = Path("/usr/share/sounds/freedesktop/stereo")
+FLITE_BIN = "flite"
+
+PACKAGES = {"instrument": "sonic-pi-samples", "system-sound": "sound-theme-freedesktop", "spoken-word": "flite"}
+
+# sonic-pi file prefix -> instrument family. mehackit_ (phones, robots) and misc_ (burp, crow,
+# boom) are not families and are left out.
+INSTRUMENT_FAMILIES = {
+    "ambi": "ambient",
+    "bass": "synth bass",
+    "bd": "bass drum",
+    "drum": "drum kit",
+    "elec": "electronic",
+    "glitch": "glitch",
+    "guit": "guitar",
+    "loop": "loop",
+    "perc": "percussion",
+    "sn": "snare drum",
+    "tabla": "tabla",
+    "vinyl": "vinyl",
+}
+# Families that share sounds: drum_ holds kicks and snares, elec_ has snares and kicks, glitch_
+# has percussion, loop_tabla is a tabla loop. Members of one group never share a question.
+INSTRUMENT_CONFUSABLE = (
+    {"bass drum", "snare drum", "drum kit", "percussion", "electronic"},
+    {"electronic", "glitch"},
+    {"percussion", "glitch", "tabla"},
+    {"loop", "tabla"},
+)
+
+# freedesktop sound name patterns -> class. The theme's symlinks (window-* -> dialog-warning,
+# power-* and network-* -> device-*, screen-capture -> camera-shutter) are used once, via their
+# target.
+SYSTEM_SOUND_CLASSES = (
+    ("spoken voice", ("audio-channel-*",)),  # a voice naming a speaker position
+    ("telephone", ("phone-*",)),
+    ("alarm clock", ("alarm-clock-*",)),
+    ("camera shutter", ("camera-shutter", "screen-capture")),
+    ("dialog alert", ("dialog-*", "window-*", "suspend-error")),
+    ("message", ("message", "message-*")),
+    ("device plugged or unplugged", ("device-*", "power-*", "network-connectivity-*")),
+    ("login or logout", ("service-log*",)),
+    ("bell", ("bell", "complete")),
+    ("trash emptied", ("trash-empty",)),
+    ("test signal", ("audio-test-signal",)),
+    ("volume click", ("audio-volume-change",)),
+)
+# Short chimes and beeps are too alike to tell apart by ear; ringing is ringing.
+SYSTEM_SOUND_CONFUSABLE = (
+    {"dialog alert", "message", "device plugged or unplugged", "login or logout", "bell", "volume click"},
+    {"telephone", "alarm clock"},
+)
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+WORDS = ("yes", "no", "up", "down", "left", "right", "stop", "go")
+FLITE_VOICES = ("slt", "rms", "awb", "kal")  # US female, US male, Scottish male, US male (8 kHz diphone)
+
+QUESTIONS = {
+    "instrument": (
+        "Which instrument family does this sample belong to?",
+        "What kind of instrument or sound source is this sample?",
+        "Which of these best describes the instrument you hear?",
+    ),
+    "system-sound": (
+        "What kind of system sound is this?",
+        "Which kind of desktop sound do you hear?",
+        "What type of computer sound is this?",
+    ),
+    "digit": ("Which number is spoken?", "Which digit does the speaker say?"),
+    "word": ("Which word is spoken?", "What word does the speaker say?"),
+}
+
+
+@dataclass
+class _Item:
+    """One question before its clip is written."""
+
+    task: str
+    kind: str  # key into QUESTIONS
+    answer: str
+    pool: tuple[str, ...]  # every class the distractors may come from
+    confusable: frozenset[str]  # classes never offered beside this answer
+    load: Callable[[], tuple[np.ndarray, int]]  # () -> (mono samples, sample rate)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+
+
+def _flite_path() -> str | None:
+    return shutil.which(FLITE_BIN)
+
+
+def available_sources() -> dict[str, bool]:
+    """Package name -> whether its files (or binary) are present."""
+    return {
+        PACKAGES["instrument"]: SONIC_PI_DIR.is_dir() and any(SONIC_PI_DIR.glob("*.flac")),
+        PACKAGES["system-sound"]: FREEDESKTOP_DIR.is_dir() and any(FREEDESKTOP_DIR.glob("*.oga")),
+        PACKAGES["spoken-word"]: _flite_path() is not None,
+    }
+
+
+def _install_hint(packages: Iterable[str]) -> str:
+    return f"sudo apt-get install --no-install-recommends {' '.join(packages)}"
+
+
+def _confusable_map(groups: Iterable[set[str]]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for g in groups:
+        for name in g:
+            out.setdefault(name, set()).update(g - {name})
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return x.mean(axis=1), sr
+
+
+def _pick(rng: np.random.Generator, files: list[Path], k: int) -> list[Path]:
+    return [files[i] for i in sorted(rng.permutation(len(files))[:k])]
+
+
+def _instrument_items(rng: np.random.Generator, per_class: int) -> list[_Item]:
+    by_family: dict[str, list[Path]] = {}
+    for f in sorted(SONIC_PI_DIR.glob("*.flac")):
+        family = INSTRUMENT_FAMILIES.get(f.name.split("_", 1)[0])
+        if family:
+            by_family.setdefault(family, []).append(f)
+    pool = tuple(sorted(by_family))
+    confusable = _confusable_map(INSTRUMENT_CONFUSABLE)
+    return [
+        _Item(
+            "instrument", "instrument", fam, pool, confusable.get(fam, frozenset()), partial(_read_file, f),
+            {"source": str(f), "package": PACKAGES["instrument"]},
+        )
+        for fam, files in sorted(by_family.items())
+        for f in _pick(rng, files, per_class)
+    ]
+
+
+def _system_class(stem: str) -> str | None:
+    for label, patterns in SYSTEM_SOUND_CLASSES:
+        if any(fnmatch.fnmatchcase(stem, p) for p in patterns):
+            return label
+    return None
+
+
+def _system_sound_items(rng: np.random.Generator, per_class: int) -> list[_Item]:
+    by_class: dict[str, list[Path]] = {}
+    seen: set[Path] = set()
+    for f in sorted(FREEDESKTOP_DIR.glob("*.oga")):
+        real = f.resolve()  # symlinked aliases are one sound
+        label = _system_class(real.name.removesuffix(".oga"))
+        if label is None or real in seen or not real.is_file():
+            continue
+        seen.add(real)
+        by_class.setdefault(label, []).append(real)
+    pool = tuple(sorted(by_class))
+    confusable = _confusable_map(SYSTEM_SOUND_CONFUSABLE)
+    return [
+        _Item(
+            "system-sound", "system-sound", label, pool, confusable.get(label, frozenset()), partial(_read_file, f),
+            {"source": str(f), "package": PACKAGES["system-sound"]},
+        )
+        for label, files in sorted(by_class.items())
+        for f in _pick(rng, files, per_class)
+    ]
+
+
+def flite_voices() -> list[str]:
+    """The preferred voices this flite offers (`flite -lv`), in FLITE_VOICES order; [] = default only."""
+    try:
+        out = subprocess.run([FLITE_BIN, "-lv"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    offered = out.split(":", 1)[-1].split()
+    return [v for v in FLITE_VOICES if v in offered]
+
+
+def flite_version() -> str | None:
+    try:
+        out = subprocess.run([FLITE_BIN, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"version:\s*(\S+)", out)
+    return m.group(1) if m else (out.strip() or None)
+
+
+def _speak(text: str, voice: str | None) -> tuple[np.ndarray, int]:
+    with tempfile.TemporaryDirectory(prefix="harken-flite-") as tmp:
+        wav = Path(tmp) / "speech.wav"
+        cmd = [FLITE_BIN] + (["-voice", voice] if voice else []) + ["-t", text, "-o", str(wav)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0 or not wav.is_file():
+            raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {proc.stderr.strip()[:200]}")
+        return _read_file(wav)
+
+
+def _spoken_items(per_class: int, voices: list[str]) -> list[_Item]:
+    cycle = voices or [None]
+    items = []
+    for kind, words in (("digit", DIGITS), ("word", WORDS)):
+        for w_idx, word in enumerate(words):
+            # Rotate the voices so each is used about equally, and each word by up to per_class of them.
+            for j in range(min(per_class, len(cycle))):
+                voice = cycle[(w_idx + j) % len(cycle)]
+                meta = {"source": word, "voice": voice or "default", "kind": kind, "package": PACKAGES["spoken-word"]}
+                items.append(_Item("spoken-word", kind, word, words, frozenset(), partial(_speak, word, voice), meta))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# Clips and questions.
+
+
+def to_clip(x: np.ndarray, sr: int) -> np.ndarray:
+    """Mono samples at `sr` -> float32 at 16 kHz, MIN_CLIP_S..MAX_CLIP_S long, within [-1, 1]."""
+    x = np.asarray(x, dtype=np.float32)
+    if sr != SAMPLE_RATE:
+        x = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float32)
+    n_max = int(MAX_CLIP_S * SAMPLE_RATE)
+    if len(x) > n_max:
+        x = x[:n_max].copy()
+        k = SAMPLE_RATE // 100  # 10 ms fade-out: a hard cut would add a click
+        x[-k:] *= np.linspace(1.0, 0.0, k, dtype=np.float32)
+    n_min = int(MIN_CLIP_S * SAMPLE_RATE)
+    if len(x) < n_min:
+        x = np.pad(x, (0, n_min - len(x)))
+    return np.clip(x, -1.0, 1.0)
+
+
+def _choices(rng: np.random.Generator, item: _Item, position: int) -> list[str]:
+    candidates = [c for c in item.pool if c != item.answer and c not in item.confusable]
+    others = [candidates[i] for i in rng.permutation(len(candidates))[: N_CHOICES - 1]]
+    position %= len(others) + 1
+    return others[:position] + [item.answer] + others[position:]
+
+
+def make_real(out_dir: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_CLASS) -> Path | None:
+    """Write the real-audio test set: out_dir/test.jsonl, out_dir/audio/*.wav, out_dir/info.json.
+
+    Args:
+        out_dir: folder to write into (created); earlier ``real-*.wav`` clips there are replaced.
+        seed: picks the files, the distractors, the phrasings and the order.
+        per_class: at most this many clips per answer class (spoken words: voices per word).
+
+    Returns:
+        The path of test.jsonl, or None when no source package is installed.
+    """
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    out_dir = Path(out_dir)
+    have = available_sources()
+    where = {"instrument": SONIC_PI_DIR, "system-sound": FREEDESKTOP_DIR, "spoken-word": f"`{FLITE_BIN}` on PATH"}
+    for task, package in PACKAGES.items():
+        if not have[package]:
+            logger.warning(
+                "real audio: %s is not installed (%s not found); skipping the %s questions. Install it with: %s",
+                package, where[task], task, _install_hint([package]),
+            )
+    if not any(have.values()):
+        logger.warning(
+            "real audio: no source package is available, nothing written. Install them with: %s",
+            _install_hint(PACKAGES.values()),
+        )
+        return None
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 7])  # 7: a stream of its own, apart from harken.data.synth's splits
+    voices = flite_voices() if have["flite"] else []
+    tasks: list[list[_Item]] = []
+    if have["sonic-pi-samples"]:
+        tasks.append(_instrument_items(rng, per_class))
+    if have["sound-theme-freedesktop"]:
+        tasks.append(_system_sound_items(rng, per_class))
+    if have["flite"]:
+        tasks.append(_spoken_items(per_class, voices))
+
+    # Balance the correct position within each task, then mix the tasks.
+    planned: list[tuple[_Item, int]] = []
+    for items in tasks:
+        positions = rng.permutation([j % N_CHOICES for j in range(len(items))])
+        planned += list(zip(items, positions.tolist()))
+    planned = [planned[j] for j in rng.permutation(len(planned))]
+
+    audio_dir = out_dir / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    for stale in audio_dir.glob("real-*.wav"):
+        stale.unlink()
+    examples: list[Example] = []
+    for item, position in planned:
+        choices = _choices(rng, item, position)
+        question = QUESTIONS[item.kind][int(rng.integers(len(QUESTIONS[item.kind])))]
+        if len(choices) < 2:
+            logger.warning("real audio: only one class for %s (%s); question left out", item.task, item.meta["source"])
+            continue
+        try:
+            x, sr = item.load()
+        except (RuntimeError, OSError, sf.LibsndfileError, subprocess.SubprocessError) as e:
+            logger.warning("real audio: could not read %s (%s); question left out", item.meta["source"], e)
+            continue
+        clip = to_clip(x, sr)
+        ex_id = f"real-test-{len(examples):06d}"
+        rel = f"audio/{ex_id}.wav"
+        write_wav(out_dir / rel, clip)
+        meta = {"task": item.task, "dataset": "debian-real", **item.meta}
+        meta["clip_s"] = round(len(clip) / SAMPLE_RATE, 4)
+        examples.append(Example(ex_id, rel, question, choices, item.answer, meta))
+
+    path = out_dir / "test.jsonl"
+    write_jsonl(path, examples)
+    counts: dict[str, int] = {t: sum(e.meta["task"] == t for e in examples) for t in PACKAGES}
+    classes: dict[str, dict[str, int]] = {t: {} for t in PACKAGES}
+    for e in examples:
+        classes[e.meta["task"]][e.answer] = classes[e.meta["task"]].get(e.answer, 0) + 1
+    sources: dict[str, dict[str, Any]] = {
+        "sonic-pi-samples": {"available": have["sonic-pi-samples"], "path": str(SONIC_PI_DIR)},
+        "sound-theme-freedesktop": {"available": have["sound-theme-freedesktop"], "path": str(FREEDESKTOP_DIR)},
+        "flite": {
+            "available": have["flite"],
+            "binary": _flite_path(),
+            "version": flite_version() if have["flite"] else None,
+            "voices": voices,
+        },
+    }
+    for task, package in PACKAGES.items():
+        sources[package]["questions"] = counts[task]
+    write_json_atomic(
+        out_dir / "info.json",
+        {
+            "dataset": "debian-real",
+            "generator": "harken.data.realaudio",
+            "version": VERSION,
+            "seed": seed,
+            "per_class": per_class,
+            "sample_rate": SAMPLE_RATE,
+            "max_clip_s": MAX_CLIP_S,
+            "audio_format": "wav PCM_16 mono",
+            "audio_paths": "relative to this folder",
+            "sources": sources,
+            "counts": {**counts, "total": len(examples)},
+            "answers": {t: dict(sorted(c.items())) for t, c in classes.items()},
+        },
+    )
+    logger.info("real audio: %d questions in %s (%.1f s)", len(examples), out_dir, time.perf_counter() - t0)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI.
+
+
+def _cmd_real(args: argparse.Namespace) -> int:
+    path = make_real(args.out, seed=args.seed, per_class=args.per_class)
+    if path is None:
+        print(f"no real-audio source installed; nothing written. Install with: {_install_hint(PACKAGES.values())}")
+        return 1
+    info = json.loads((path.parent / "info.json").read_text(encoding="utf-8"))
+    for task, n in info["counts"].items():
+        print(f"{task:14s} {n:5d}")
+    print(f"wrote {path} and {path.parent / 'audio'}/")
+    return 0
+
+
+def register(top: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
+    p = groups["data"].add_parser(
+        "real",
+        help="build the small real-audio test set from Debian packages",
+        description="Build a real-audio QA test set from sonic-pi-samples, sound-theme-freedesktop and flite "
+        "(whichever are installed).",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS, help="at most this many clips per answer class")
+    p.set_defaults(func=_cmd_real)

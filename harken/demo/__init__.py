@@ -1,0 +1,2 @@
+"""The demo: base vs SFT vs GRPO in miniature, end to end on a toy model.
+"""

@@ -1,0 +1,2 @@
+"""Evaluation: benchmark runs, the benchmarks' scoring rule, result files, tables and charts.
+"""

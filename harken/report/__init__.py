@@ -1,0 +1,2 @@
+"""Reports of finished runs: plots and an HTML page.
+"""

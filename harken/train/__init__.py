@@ -1,0 +1,2 @@
+"""Training: the shared machinery and the GRPO and SFT steps.
+"""

@@ -1,0 +1,348 @@
+"""`harken train sft`: the supervised fine-tuning baseline (the paper's SFT rows, full or LoRA).
+
+Owns: what an SFT step computes, top to bottom:
+    examples -> batch [prompt | target] with its loss mask -> forward -> token-mean cross-entropy
+    -> backward (gradient accumulation) -> optimizer step -> log -> validate / save.
+The input layout and the loss mask are built in exactly one place (`build_sft_batch`), and the
+shift from "positions" to "the positions that predict the target" happens in exactly one place
+(`target_logits`).
+
+Everything else is shared with GRPO and lives in `harken.train.common`: processes (accelerate),
+loading the model (full or LoRA, encoder frozen or not, fp32 / bf16), optimizer and schedule,
+gradient averaging and clipping, the resumable data stream, audio loading, atomic checkpoints and
+resume, metrics (metrics.jsonl, tb/, samples.jsonl), the progress bar and the final export. The
+forward is composed from the same pieces as `harken.rl.rollout` (`AudioLM.embed_prompts`,
+`embed_tokens`, `text_forward`, `lm_head`, `rollout.prompt_positions`, `rollout.token_logprobs`);
+validation is `harken.eval.answers.accuracy`, the same greedy decoding and scoring as evaluation.
+
+Shapes: B examples per micro-step, P prompt tokens (left padded; audio placeholders included),
+T target tokens (right padded), L = P + T, V vocab.
+
+Choices, all visible in the log at start:
+- the target is `template.render_target(example)` (e.g. `<answer>{answer}</answer>`) followed by
+  the end-of-turn token `<|im_end|>`, so the model also learns to stop;
+- the loss is the mean cross-entropy over every target token of the optimizer step, over all
+  micro-steps and processes (not a mean of per-micro-step means): each token weighs the same
+  whatever the batch composition;
+- steps: `run.max_steps` when > 0, else ceil(epochs x examples / (batch x accum x processes));
+- with `run.eval_every` > 0, validation runs before the first step (`train.eval_before`), every
+  `run.eval_every` steps and at the end, so every run has a before / after accuracy;
+- `lr` in the metrics is the rate the logged step used (GRPO logs the next step's).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harken.eval.answers import accuracy, generate_texts
+from harken.models.families import IM_END, AudioLM, PromptBatch
+from harken.data.prompts import PromptTemplate, get_template
+from harken.data.records import Example
+from harken.rl.rollout import prompt_positions, token_logprobs
+from harken.schema import SFTConfig
+from harken.train.common import (
+    Checkpoints,
+    DataStream,
+    MetricsLogger,
+    build_optimizer,
+    check_replicas_agree,
+    clip_and_step,
+    encoder_is_frozen,
+    export_final,
+    make_accelerator,
+    make_audio_loader,
+    prepare_model,
+    progress,
+    resolve_dataset,
+    resume_point,
+    start_run,
+    trainable_parameters,
+    truncate_metrics_after,
+)
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # label of positions outside the loss (Hugging Face convention)
+
+
+# --------------------------------------------------------------------------------------------
+# The batch: [prompt (left padded) | target (right padded)] and its loss mask
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SFTBatch:
+    """One micro-step of SFT examples. B examples, P prompt tokens, T target tokens, L = P + T."""
+
+    examples: list[Example]  # [B]
+    prompts: PromptBatch  # B chat-format prompts, left padded to P, with their clips
+    target_ids: torch.Tensor  # [B, T] long: target tokens then the end-of-turn token, right padded with pad_id
+    target_mask: torch.Tensor  # [B, T] bool: real target tokens (the loss mask over the target part)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """[B, L] the whole sequence the model reads."""
+        return torch.cat([self.prompts.input_ids, self.target_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """[B, L] long: 1 on real tokens (prompt and target), 0 on left and right padding."""
+        return torch.cat([self.prompts.attention_mask, self.target_mask.long()], dim=1)
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """[B, L] bool: True exactly at the target tokens (never prompt, audio or padding)."""
+        return torch.cat([torch.zeros_like(self.prompts.attention_mask, dtype=torch.bool), self.target_mask], dim=1)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """[B, L] long: the token at loss positions, IGNORE_INDEX elsewhere (unshifted)."""
+        return self.input_ids.masked_fill(~self.loss_mask, IGNORE_INDEX)
+
+    @property
+    def num_target_tokens(self) -> int:
+        return int(self.target_mask.sum())
+
+    def to(self, device) -> "SFTBatch":
+        return SFTBatch(self.examples, self.prompts.to(device), self.target_ids.to(device), self.target_mask.to(device))
+
+
+def target_text(template: PromptTemplate, example: Example) -> str:
+    """What the model is taught to answer: the template's target, then the end-of-turn token."""
+    return template.render_target(example) + IM_END
+
+
+def build_sft_batch(lm: AudioLM, template: PromptTemplate, examples: list[Example], audio: list[np.ndarray]) -> SFTBatch:
+    """Prompts in the model's chat layout (left padded, audio placeholders expanded) and targets.
+
+    Args:
+        examples: B questions. audio: their B waveforms at the model's sampling rate.
+    Returns:
+        the batch on the CPU; its `loss_mask` covers exactly the target tokens.
+    """
+    prompts = lm.encode_prompts([template.render(ex) for ex in examples], audio)  # [B, P]
+    rows = [lm.tokenizer(target_text(template, ex), add_special_tokens=False)["input_ids"] for ex in examples]
+    t = max(len(r) for r in rows)
+    target_ids = torch.full((len(rows), t), lm.pad_id, dtype=torch.long)  # [B, T]
+    target_mask = torch.zeros((len(rows), t), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        target_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        target_mask[i, : len(r)] = True
+    return SFTBatch(list(examples), prompts, target_ids, target_mask)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward and loss
+# --------------------------------------------------------------------------------------------
+
+
+def target_logits(lm: AudioLM, batch: SFTBatch, encoded_audio: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits at the positions that predict each target token: [B, T, V].
+
+    The forward is composed as in `harken.rl.rollout`: prompt embeddings (audio spliced in) then the
+    target tokens' embeddings, one pass of the language model, and the head applied only where
+    it is needed: position P-1+t predicts target token t.
+    """
+    p = batch.prompts.input_ids.shape[1]
+    embeds = torch.cat([lm.embed_prompts(batch.prompts, encoded_audio), lm.embed_tokens(batch.target_ids)], dim=1)  # [B, L, H]
+    attn = batch.attention_mask  # [B, L]
+    hidden, _ = lm.text_forward(embeds, attn, prompt_positions(attn))  # [B, L, H]
+    return lm.lm_head(hidden[:, p - 1 : -1])  # [B, T, V]
+
+
+def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, num_tokens: float) -> torch.Tensor:
+    """Summed negative log-likelihood of the masked tokens divided by `num_tokens`.
+
+    Args:
+        logprobs: [B, T] log p(target token). mask: [B, T] bool, the target tokens.
+        num_tokens: the token count this share of the loss is normalised by (the whole step's,
+            so micro-steps add up to the token mean of the step).
+    Returns:
+        scalar loss.
+    """
+    return -(logprobs * mask).sum() / num_tokens
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+
+def total_steps(max_steps: int, epochs: float, n_train: int, batch_size: int, grad_accum: int, processes: int) -> int:
+    """`max_steps` when > 0, else enough optimizer steps for `epochs` passes over the data."""
+    if max_steps > 0:
+        return max_steps
+    return max(1, math.ceil(epochs * n_train / (batch_size * grad_accum * processes)))
+
+
+class SFTTrainer:
+    def __init__(self, cfg: SFTConfig):
+        self.cfg = cfg
+        self.acc = make_accelerator()
+        self.run_dir = start_run(cfg, self.acc, "sft")
+        self.lm, _ = prepare_model(cfg.model, self.acc.device, need_reference=False)
+        self.template = get_template(cfg.prompt.template)
+        train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed)
+        self.n_train = len(train)
+        self.val = resolve_dataset(cfg.val, self.run_dir, cfg.run.seed)[: cfg.run.eval_limit] if cfg.val.path else []
+        self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
+        self.audio = make_audio_loader(self.lm, cfg.prompt)
+        self.params = trainable_parameters(self.lm)
+        self.frozen_encoder = encoder_is_frozen(self.lm)
+        t = cfg.train
+        self.max_steps = total_steps(cfg.run.max_steps, t.epochs, len(train), t.batch_size, cfg.optim.grad_accum,
+                                     self.acc.num_processes)
+        self.optimizer, self.scheduler = build_optimizer(self.params, cfg.optim, self.max_steps)
+        self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
+        self.step = 0
+        start = resume_point(cfg.run, self.run_dir)
+        if start is not None:
+            state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, None, self.acc)
+            self.step = int(state["step"])
+            self.stream.load_state_dict(rank_state["data"])
+            if self.acc.is_main_process:
+                truncate_metrics_after(self.run_dir, self.step)
+            log.info("resumed from %s at step %d", start, self.step)
+        self.resumed = start is not None
+        self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
+        self._log_setup()
+
+    def _log_setup(self) -> None:
+        c = self.cfg
+        n_params = sum(p.numel() for p in self.params)
+        log.info(
+            "SFT: %s (%s), %d trainable parameters%s%s; %d training questions; %d validation; %d process(es)",
+            c.model.path, self.lm.family.name, n_params, ", LoRA" if c.model.lora else "",
+            ", encoder frozen" if self.frozen_encoder else "", self.n_train, len(self.val), self.acc.num_processes,
+        )
+        per_step = c.train.batch_size * c.optim.grad_accum * self.acc.num_processes
+        how = "run.max_steps" if c.run.max_steps > 0 else f"ceil({c.train.epochs:g} epochs x {self.n_train} / {per_step})"
+        log.info(
+            "%d example(s) x %d accumulation x %d process(es) = %d examples per step; %d steps (%s); "
+            "prompt %s, target %r + %s, loss: token mean over the step",
+            c.train.batch_size, c.optim.grad_accum, self.acc.num_processes, per_step, self.max_steps, how,
+            self.template.name, self.template.target, IM_END,
+        )
+
+    # --- 1. data ---------------------------------------------------------------------------------
+    def next_batches(self) -> list[SFTBatch]:
+        """The grad_accum micro-batches of one optimizer step, for this process."""
+        out = []
+        for _ in range(self.cfg.optim.grad_accum):
+            examples = self.stream.take(self.cfg.train.batch_size)
+            wave = [self.audio.load(ex.audio) for ex in examples]
+            out.append(build_sft_batch(self.lm, self.template, examples, wave).to(self.acc.device))
+        return out
+
+    def global_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over processes (identity with one process)."""
+        if self.acc.num_processes == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
+        return self.acc.reduce(t, "sum").tolist()
+
+    # --- 2. forward / backward -------------------------------------------------------------------
+    def backward(self, batch: SFTBatch, num_tokens: float) -> tuple[float, float]:
+        """Backpropagate this micro-batch's share of the step loss.
+
+        `num_tokens` is the step's target tokens over all processes divided by the number of
+        processes: gradients are averaged over processes afterwards, so the micro-batch losses of
+        all processes add up to the token mean of the whole step.
+        Returns (summed NLL, correctly predicted tokens) of this micro-batch.
+        """
+        logits = target_logits(self.lm, batch)  # [B, T, V]
+        logprobs = token_logprobs(logits, batch.target_ids)  # [B, T] fp32
+        sft_loss(logprobs, batch.target_mask, num_tokens).backward()
+        with torch.no_grad():
+            nll = float(-(logprobs * batch.target_mask).sum())
+            correct = float(((logits.argmax(-1) == batch.target_ids) & batch.target_mask).sum())
+        return nll, correct
+
+    # --- the loop --------------------------------------------------------------------------------
+    def train(self) -> Path:
+        c = self.cfg
+        if c.train.eval_before and c.run.eval_every and self.val and not self.resumed:
+            self.validate()
+        bar = progress(self.max_steps, self.step, c.run.progress and self.acc.is_main_process, "sft")
+        while self.step < self.max_steps:
+            t0 = time.perf_counter()
+            batches = self.next_batches()  # 1
+            local = [float(sum(b.num_target_tokens for b in batches)),
+                     float(sum(int(b.attention_mask.sum()) for b in batches))]
+            n_target, n_tokens = self.global_sum(local)
+            lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+            nll = correct = 0.0
+            for b in batches:  # 2
+                part_nll, part_correct = self.backward(b, n_target / self.acc.num_processes)
+                nll, correct = nll + part_nll, correct + part_correct
+            grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc)  # 3
+            self.step += 1
+            nll, correct = self.global_sum([nll, correct])
+            dt = time.perf_counter() - t0
+            metrics = {  # 4
+                "loss": nll / n_target,
+                "token_accuracy": correct / n_target,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "time/step_s": dt,
+                "throughput/tokens_per_s": n_tokens / dt,
+                "throughput/target_tokens_per_s": n_target / dt,
+                "epoch": self.step * c.train.batch_size * c.optim.grad_accum * self.acc.num_processes / self.n_train,
+            }
+            if self.step % c.run.log_every == 0 or self.step == self.max_steps:
+                self.metrics.log(self.step, metrics)
+            if c.run.sample_every and (self.step % c.run.sample_every == 0 or self.step == 1):
+                self._log_samples(batches[0])
+            if c.run.eval_every and self.val and self.step % c.run.eval_every == 0:  # 5
+                self.validate()
+            if c.run.save_every and self.step % c.run.save_every == 0 and self.step < self.max_steps:
+                self.save()
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_acc=f"{metrics['token_accuracy']:.3f}")
+            bar.update(1)
+        bar.close()
+        if c.run.eval_every and self.val and self.step % c.run.eval_every != 0:
+            self.validate()
+        self.save()
+        check_replicas_agree(self.lm, self.acc)
+        self.audio.warn_long()
+        final = export_final(self.lm, self.run_dir, c.run.export_merged, self.acc)
+        self.metrics.close()
+        log.info("done: %d steps; final model in %s", self.step, final)
+        return final
+
+    def _log_samples(self, batch: SFTBatch, n: int = 4) -> None:
+        """Greedy answers of the model for a few of this step's examples, beside their targets."""
+        if not self.acc.is_main_process:
+            return
+        examples = batch.examples[:n]
+        wave = [self.audio.load(ex.audio) for ex in examples]
+        outs = generate_texts(self.lm, examples, self.template, wave, self.cfg.run.eval_max_new_tokens)
+        rows = [{"id": ex.id, "question": ex.question, "answer": ex.answer,
+                 "target": self.template.render_target(ex), "completion": out} for ex, out in zip(examples, outs)]
+        self.metrics.log_samples(self.step, rows)
+
+    def validate(self) -> dict[str, float]:
+        res: dict[str, float] = {}
+        if self.acc.is_main_process:
+            res = accuracy(self.lm, self.val, self.template, self.audio.load, self.cfg.run.eval_batch_size,
+                           self.cfg.run.eval_max_new_tokens)
+            self.metrics.log(self.step, {f"val/accuracy{'' if k == 'all' else '/' + k}": v for k, v in res.items()})
+            log.info("step %d: validation accuracy %.3f", self.step, res.get("all", math.nan))
+        self.acc.wait_for_everyone()
+        return res
+
+    def save(self) -> Path:
+        return self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": "sft"},
+                               {"data": self.stream.state_dict()}, None, self.acc)
+
+
+def train_sft(cfg: SFTConfig) -> Path:
+    """Run SFT as configured; returns the final model folder (RUN/final)."""
+    return SFTTrainer(cfg).train()

@@ -1,0 +1,129 @@
+"""`harken bench` end to end on a toy model, its FLOP count against torch's counter, its memory
+meter, and the full-size 7B construction (sizes and parameter count on the meta device only)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harken.bench import harness as bench
+from harken.cli import main
+from harken.models.families import QWEN2_AUDIO
+
+
+@pytest.fixture(scope="module")
+def toy_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    rc = main(["bench", "--size", "toy", "--clip-seconds", "2", "--group-size", "4", "--completion-tokens", "4",
+               "--reps", "1", "--warmup", "0", "--matmul-size", "256", "--out", str(out)])
+    assert rc == 0
+    return out, json.loads((out / "bench.json").read_text())
+
+
+def test_bench_writes_documented_keys(toy_result):
+    out, res = toy_result
+    for key in ("date", "config", "machine", "model", "paths", "flops", "check", "max_logprob_diff", "noise",
+                "step_speedup", "generation_speedup", "policy_speedup", "reference_speedup", "policy_memory_ratio"):
+        assert key in res, key
+    for key in ("cpu_count", "torch_threads", "torch", "transformers", "device_name"):
+        assert key in res["machine"], key
+    for path in ("shared", "naive"):
+        p = res["paths"][path]
+        for key in ("generation_s", "policy_s", "reference_s", "optimizer_s", "step_s", "policy_activation_mb"):
+            assert math.isfinite(p[key]) and p[key] > 0, (path, key)
+        # The step is timed as a whole and contains its phases.
+        assert p["step_s"] >= p["generation_s"] + p["policy_s"] + p["reference_s"]
+    for key in ("step_speedup", "generation_speedup", "policy_speedup", "reference_speedup", "policy_memory_ratio"):
+        assert math.isfinite(res[key]) and res[key] > 0, key
+    for key in ("model_tflops_per_step", "achieved_gflops", "utilisation"):
+        assert set(res["flops"][key]) == {"shared", "naive"}
+        assert all(v > 0 and math.isfinite(v) for v in res["flops"][key].values())
+    assert res["flops"]["matmul_gflops"] > 0
+    # Sharing removes work: the naive step counts more FLOPs and keeps more activations alive.
+    assert res["flops"]["predicted_step_speedup"] > 1
+    assert res["paths"]["naive"]["policy_activation_mb"] > res["paths"]["shared"]["policy_activation_mb"]
+    assert (out / "bench.md").read_text().count("| **whole step** |") == 1
+
+
+def test_bench_paths_agree(toy_result):
+    _, res = toy_result
+    assert res["max_logprob_diff"] < 1e-4
+    assert res["check"]["ok"] and res["check"]["generation_tokens_equal"] == 1.0
+    assert res["check"]["grad_rel_l2"] < 1e-5 and res["check"]["max_grad_rel_diff"] < 1e-4
+
+
+# The Omni encoder's formula (valid frames, chunked) with it trained; Qwen2-Audio's (full
+# window, separate projector) trained and frozen. The cases are few: the counter is slow.
+@pytest.mark.parametrize("family,freezes", [("qwen2-audio", (False, True)), ("qwen2.5-omni", (False,))])
+def test_flop_formula_matches_torch_counter(family, freezes):
+    """The analytic count without attention products == FlopCounterMode (which does not see the
+    fused CPU attention kernel), for every phase and both paths."""
+    cfg = bench.BenchConfig(size="toy", family=family, clip_seconds=1.3, group_size=2, completion_tokens=3, prompts=2)
+    w = bench.setup(cfg)
+    arch = bench.Arch.from_config(w.lm.model.config, w.lm.family)
+    frames = [int(x) for x in w.batch.feature_mask.sum(-1)]
+    for freeze in freezes:
+        if freeze:
+            w.cfg.freeze_encoder = True
+            for name, p in w.lm.model.named_parameters():
+                if name.startswith(w.lm.family.encoder_modules):
+                    p.requires_grad_(False)
+        for shared in (True, False):
+            expected = bench.step_flops(arch, prompts=2, group_size=2, prompt_width=w.batch.input_ids.shape[1],
+                                        completion_tokens=3, valid_frames=frames, shared=shared,
+                                        freeze_encoder=freeze, attention=False)
+            counted = {}
+            with FlopCounterMode(display=False) as fc:
+                _, encoded = bench.run_generation(w, shared, 0)
+            counted["generation"] = fc.get_total_flops()
+            with FlopCounterMode(display=False) as fc:
+                ref = bench.run_reference(w, shared, encoded)
+            counted["reference"] = fc.get_total_flops()
+            with FlopCounterMode(display=False) as fc:
+                bench.run_policy(w, shared, encoded, ref)
+            counted["policy"] = fc.get_total_flops()
+            w.optimizer.zero_grad(set_to_none=True)
+            for phase, n in counted.items():
+                assert n == pytest.approx(expected[phase], rel=1e-9), (freeze, shared, phase)
+
+
+def test_saved_tensor_meter_counts_live_storage_once():
+    w = torch.randn(64, 64, requires_grad=True)
+    x = torch.randn(256, 64)  # 64 KiB
+    meter = bench.SavedTensorMeter(exclude=[w])
+    with meter.track():
+        h = torch.tanh(x @ w)  # saves x (64 KiB, w is excluded) and tanh's output (64 KiB)
+        y = (h * h).sum()  # saves h twice: one storage
+    assert meter.peak == 2 * 256 * 64 * 4
+    y.backward()
+    del y, h
+    assert meter.current == 0
+
+
+def test_7b_config_has_the_real_sizes():
+    cfg = bench.qwen2_audio_7b_config()
+    a, t = cfg.audio_config, cfg.text_config
+    assert (a.d_model, a.encoder_layers, a.encoder_attention_heads, a.encoder_ffn_dim) == (1280, 32, 20, 5120)
+    assert (a.max_source_positions, a.num_mel_bins) == (1500, 128)
+    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads) == (4096, 32, 32, 32)
+    assert (t.intermediate_size, t.vocab_size) == (11008, 156032)
+    assert t.rope_parameters["rope_theta"] == 10000
+
+
+def test_7b_builds_entirely_on_the_target_device():
+    """On the meta device (nothing allocated): every tensor is created under the device context,
+    so on CUDA nothing is initialised on the CPU; 8.4 B parameters, as Qwen2-Audio-7B."""
+    model = bench.model_from_config(bench.qwen2_audio_7b_config(), QWEN2_AUDIO, "meta", torch.bfloat16)
+    tensors = list(model.parameters()) + list(model.buffers())
+    assert {t.device.type for t in tensors} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert 8.3e9 < sum(p.numel() for p in model.parameters()) < 8.5e9
+
+
+def test_7b_refuses_cpu():
+    with pytest.raises(ValueError, match="--device cuda"):
+        bench.build_model(bench.BenchConfig(size="7b", device="cpu"))

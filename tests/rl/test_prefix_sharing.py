@@ -1,0 +1,165 @@
+"""Exactness of the shared-prefix path against the naive repeated-prompt path.
+
+Same tokens when generating, same log-probs and the same gradient for every trainable parameter
+(fp32 tolerance), for several prompts of different lengths, ragged completions, completion
+micro-batches, LoRA (reference = adapter disabled), a frozen encoder with its output reused.
+These tests also guard the transformers cache internals the shared path relies on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from harken.models.families import build_tiny
+from harken.rl.rollout import SamplingParams, completion_logprobs, generate
+
+FAMILIES = ["qwen2-audio", "qwen2.5-omni"]
+G = 3
+
+
+def _setup(family, seed=0):
+    torch.manual_seed(seed)
+    lm = build_tiny(family, seed=seed)
+    rng = np.random.default_rng(seed)
+    clips = [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in (1.2, 3.1)]
+    batch = lm.encode_prompts(["Short?", "A noticeably longer question about the second clip, please?"], clips)
+    return lm, batch
+
+
+def _ragged_completions(lm, n, t, seed=1):
+    """Random completions where some rows end early with an end-of-turn token then padding."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(10, len(lm.tokenizer) - 10, (n, t), generator=g)
+    eos = lm.eos_ids[0]
+    for row, end in enumerate([2, t, 4, 1, t, 3][:n]):
+        if end < t:
+            ids[row, end] = eos
+            ids[row, end + 1 :] = lm.pad_id
+    return ids
+
+
+def _grads(lm, batch, comp, shared, micro=None, encoded=None, weights=None):
+    lm.model.zero_grad(set_to_none=True)
+    w = weights if weights is not None else torch.ones(comp.shape)
+    lp = completion_logprobs(lm, batch, comp, G, shared=shared, micro_batch=micro, encoded_audio=encoded,
+                             loss_fn=lambda lp, rows: (lp * w[rows]).sum())
+    return lp, {n: p.grad.clone() for n, p in lm.model.named_parameters() if p.grad is not None}
+
+
+def _assert_same_grads(a, b, rtol=5e-5):
+    assert a.keys() == b.keys() and len(a) > 0
+    for name in a:
+        scale = b[name].abs().max().clamp_min(1e-8)
+        err = ((a[name] - b[name]).abs().max() / scale).item()
+        assert err < rtol, f"{name}: relative gradient difference {err:.2e}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generation_identical(family):
+    lm, batch = _setup(family)
+    greedy = SamplingParams(max_new_tokens=8, greedy=True)
+    assert torch.equal(generate(lm, batch, G, greedy, shared=True), generate(lm, batch, G, greedy, shared=False))
+    sampled = SamplingParams(max_new_tokens=8, temperature=1.0, top_p=0.9)
+    a = generate(lm, batch, G, sampled, shared=True, generator=torch.Generator().manual_seed(3))
+    b = generate(lm, batch, G, sampled, shared=False, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert a.shape[0] == 2 * G
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("micro", [None, 2])
+def test_gradients_identical(family, micro):
+    lm, batch = _setup(family)
+    comp = _ragged_completions(lm, 2 * G, 6)
+    weights = torch.randn(comp.shape, generator=torch.Generator().manual_seed(5))
+    lp_naive, g_naive = _grads(lm, batch, comp, shared=False, weights=weights)
+    lp_shared, g_shared = _grads(lm, batch, comp, shared=True, micro=micro, weights=weights)
+    assert torch.allclose(lp_shared, lp_naive, atol=2e-5)
+    _assert_same_grads(g_shared, g_naive)
+    # Every parameter on the audio path receives a gradient (the audio really is in the loss).
+    assert any(n.startswith("model.audio_tower") for n in g_shared)
+
+
+def test_each_completion_scored_against_its_own_clip():
+    """Two prompts with different clips in one batch == each prompt alone (no clip mix-up)."""
+    lm, batch = _setup("qwen2-audio")
+    comp = _ragged_completions(lm, 2 * G, 5)
+    with torch.no_grad():
+        together = completion_logprobs(lm, batch, comp, G)
+        for i in range(2):
+            text = ["Short?", "A noticeably longer question about the second clip, please?"][i]
+            alone_batch = lm.encode_prompts([text], _clips_of(batch, lm, i))
+            alone = completion_logprobs(lm, alone_batch, comp[i * G : (i + 1) * G], G)
+            assert torch.allclose(together[i * G : (i + 1) * G], alone, atol=2e-5)
+        # And the clips matter: scoring prompt 0's completions against prompt 1's clip differs.
+        swapped = lm.encode_prompts(["Short?"], _clips_of(batch, lm, 1))
+        other = completion_logprobs(lm, swapped, comp[:G], G)
+        assert not torch.allclose(together[:G], other, atol=1e-4)
+
+
+def _clips_of(batch, lm, i):
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in (1.2, 3.1)]
+    return [clips[i]]
+
+
+def test_frozen_encoder_reuses_output():
+    lm, batch = _setup("qwen2-audio")
+    for name, p in lm.model.named_parameters():
+        if name.startswith(lm.family.encoder_modules):
+            p.requires_grad_(False)
+    comp = _ragged_completions(lm, 2 * G, 6)
+    with torch.no_grad():
+        encoded = lm.encode_audio(batch)
+    _, g_naive = _grads(lm, batch, comp, shared=False)
+    lp_reuse, g_reuse = _grads(lm, batch, comp, shared=True, encoded=encoded)
+    _assert_same_grads(g_reuse, g_naive)
+    assert not any(n.startswith("model.audio_tower") for n in g_reuse)
+    assert any(n.startswith("model.multi_modal_projector") for n in g_reuse)
+
+
+def test_lora_and_adapter_disabled_reference():
+    from peft import LoraConfig, get_peft_model
+
+    from harken.train.common import lora_target_regex
+
+    lm, batch = _setup("qwen2-audio")
+    lm.model = get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, target_modules=lora_target_regex(lm, ["q_proj", "v_proj"])))
+    for name, p in lm.model.named_parameters():  # non-zero B so the adapter changes the output
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    comp = _ragged_completions(lm, 2 * G, 6)
+    _, g_naive = _grads(lm, batch, comp, shared=False)
+    _, g_shared = _grads(lm, batch, comp, shared=True, micro=4)
+    assert all("lora_" in n for n in g_shared)
+    _assert_same_grads(g_shared, g_naive)
+    with torch.no_grad(), lm.model.disable_adapter():
+        ref_shared = completion_logprobs(lm, batch, comp, G, shared=True)
+        ref_naive = completion_logprobs(lm, batch, comp, G, shared=False)
+    with torch.no_grad():
+        policy = completion_logprobs(lm, batch, comp, G, shared=True)
+    assert torch.allclose(ref_shared, ref_naive, atol=2e-5)
+    assert not torch.allclose(ref_shared, policy, atol=1e-4)  # the reference really is the base
+
+
+def test_checkpointing_with_prefix_sharing_is_refused():
+    from harken.config import ConfigError, load_config
+    from harken.schema import GRPOConfig
+
+    with pytest.raises(ConfigError, match="gradient_checkpointing.*prefix_sharing"):
+        load_config(GRPOConfig, "tiny", ["model.gradient_checkpointing=true"])
+    cfg = load_config(GRPOConfig, "tiny", ["model.gradient_checkpointing=true", "rollout.prefix_sharing=false"])
+    assert cfg.model.gradient_checkpointing
+
+
+def test_naive_path_with_checkpointing_matches():
+    """The naive path supports non-reentrant checkpointing with unchanged gradients."""
+    lm, batch = _setup("qwen2-audio")
+    comp = _ragged_completions(lm, 2 * G, 6)
+    lm.model.train()
+    _, plain = _grads(lm, batch, comp, shared=False)
+    lm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    _, ckpt = _grads(lm, batch, comp, shared=False)
+    _assert_same_grads(ckpt, plain)
