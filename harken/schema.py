@@ -16,7 +16,7 @@ from harken.data.readers import DatasetConfig
 
 @dataclass
 class ModelConfig:
-    """What to train (harken.models.families, harken.train.common.prepare_model)."""
+    """What to train (harken.models, harken.train.common.prepare_model)."""
 
     path: str = "tiny:qwen2-audio"  # checkpoint folder or hub id; "tiny:FAMILY" builds a toy model in memory
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16

@@ -24,7 +24,7 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     """Saved toy models of both families: {"qwen2-audio": path, "qwen2.5-omni": path}."""
-    from harken.models.families import build_tiny
+    from harken.models.toy import build_tiny
 
     out = {}
     for fam in ("qwen2-audio", "qwen2.5-omni"):

@@ -104,22 +104,10 @@ import numpy as np
 import torch
 
 from harken.rl import algorithm
-from harken.models.families import (
-    AUDIO_TOKEN,
-    FAMILIES,
-    IM_END,
-    QWEN2_AUDIO,
-    SIZES,
-    AudioLM,
-    Family,
-    PromptBatch,
-    audio_tokens_for_frames,
-    build_tiny,
-    family_for_config,
-    load_audio_lm,
-    resolve_dtype,
-    train_toy_tokenizer,
-)
+from harken.models.audio_lm import AudioLM, PromptBatch
+from harken.models.families import AUDIO_TOKEN, FAMILIES, IM_END, QWEN2_AUDIO, Family, audio_tokens_for_frames, family_for_config
+from harken.models.loading import load_audio_lm, resolve_dtype
+from harken.models.toy import SIZES, build_tiny, train_toy_tokenizer
 from harken.data.prompts import get_template
 from harken.rl.rollout import SamplingParams, completion_logprobs, generate
 

@@ -6,7 +6,7 @@ modules; nothing here trains, scores or plots by itself:
 
     1. data        synthetic train / test / warmup splits (`harken.data.synth`), and the real-audio
                    test set from Debian packages (`harken.data.realaudio`; skipped with a notice)
-    2. base        a toy Qwen2-Audio (`harken.models.families.build_tiny`; its tokenizer is trained on the
+    2. base        a toy Qwen2-Audio (`harken.models.toy.build_tiny`; its tokenizer is trained on the
                    dataset's texts so sequences stay short), given a partial skill by a short
                    supervised warm-up on the warmup split (`harken.train.sft`, preset demo-warmup):
                    the stand-in for the instruct model the paper starts from
@@ -170,7 +170,8 @@ def _dataset_texts(files: list[Path]) -> list[str]:
 
 def build_model(out: Path, data: dict[str, Any], seed: int) -> Path:
     """Stage 2a: the untrained toy Qwen2-Audio, saved as a model folder."""
-    from harken.models.families import build_tiny, count_parameters
+    from harken.models.loading import count_parameters
+    from harken.models.toy import build_tiny
 
     files = [out / p for p in data["synthetic"].values()] + ([out / data["real"]] if data["real"] else [])
     path = out / "models" / "init"

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from harken.models.families import AudioLM
+from harken.models.audio_lm import AudioLM
 from harken.data.prompts import PromptTemplate
 from harken.data.records import Example
 from harken.rl.rollout import SamplingParams, generate

@@ -6,7 +6,7 @@ of different settings in one folder.
 
 Does not own: the correctness rule and answer extraction (`harken.eval.scoring`), reading benchmark
 files into examples (`harken.data.readers`), decoding audio (`harken.data.audio`), loading models and
-generating text (`harken.models.families`, `harken.eval.answers`).
+generating text (`harken.models`, `harken.eval.answers`).
 
 An evaluation folder (`--out DIR`) holds:
     items.jsonl          one line per item: id, prediction, correct, group fields, and raw_output
@@ -459,7 +459,7 @@ def score_file(path: str | os.PathLike, benchmark: str, out: str | os.PathLike, 
 
 
 def _load_model(model: str, adapter: str | None, dtype: str, device: str):
-    from harken.models.families import load_audio_lm
+    from harken.models.loading import load_audio_lm
 
     return load_audio_lm(model, adapter=adapter, dtype=dtype, device=device)
 
@@ -597,7 +597,7 @@ def run_benchmark(
 
     Args:
         benchmark: mmau-test-mini (v05.15.25), mmau-test-mini-v2503 (the paper's), mmar, jsonl.
-        model: checkpoint folder (or cached hub id) for `harken.models.families.load_audio_lm`.
+        model: checkpoint folder (or cached hub id) for `harken.models.loading.load_audio_lm`.
         out: evaluation folder.
         data: the dataset file for mmar / jsonl (MMAU uses the shipped metadata).
         audio_root: folder relative clip paths are joined to (MMAU: the folder that holds

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from harken.models.families import AudioLM, PromptBatch
+from harken.models.audio_lm import AudioLM, PromptBatch
 
 
 @dataclass

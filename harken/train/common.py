@@ -32,7 +32,9 @@ import torch
 from harken.data.audio import AudioLoader
 from harken.config import save_config
 from harken.data.readers import DatasetConfig, load_dataset
-from harken.models.families import AudioLM, build_tiny, load_audio_lm, resolve_dtype, save_audio_lm
+from harken.models.audio_lm import AudioLM
+from harken.models.families import base_model
+from harken.models.loading import load_audio_lm, save_audio_lm
 from harken.data.records import Example
 from harken.io import write_json_atomic
 
@@ -75,16 +77,13 @@ def average_gradients(params: Iterable[torch.nn.Parameter], accelerator) -> None
 
 def load_base(model_cfg, device) -> AudioLM:
     """The model named by `model.path` ("tiny:FAMILY" builds a toy model in memory)."""
-    if model_cfg.path.startswith("tiny:"):
-        lm = build_tiny(model_cfg.path.split(":", 1)[1], seed=model_cfg.tiny_seed)
-        lm.model.to(device=device, dtype=resolve_dtype(model_cfg.dtype, device))  # model.dtype holds for toy models too
-        return lm
     return load_audio_lm(
         model_cfg.path,
         dtype=model_cfg.dtype,
         device=str(device),
         trust_remote_code=model_cfg.trust_remote_code,
         attn_implementation=model_cfg.attn_implementation,
+        tiny_seed=model_cfg.tiny_seed,
     )
 
 
@@ -128,9 +127,7 @@ def prepare_model(model_cfg, device, need_reference: bool) -> tuple[AudioLM, Aud
 
 def encoder_is_frozen(lm: AudioLM) -> bool:
     """True when no audio-encoder parameter trains (then its output can be reused across passes)."""
-    from harken.models.families import _base_model
-
-    base = _base_model(lm.model)
+    base = base_model(lm.model)
     return not any(p.requires_grad for n, p in base.named_parameters() if n.startswith(lm.family.encoder_modules))
 
 

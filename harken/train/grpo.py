@@ -30,7 +30,7 @@ import torch
 
 from harken.rl import algorithm
 from harken.eval.answers import accuracy, decode
-from harken.models.families import AudioLM, PromptBatch
+from harken.models.audio_lm import AudioLM, PromptBatch
 from harken.data.prompts import get_template
 from harken.data.records import Example
 from harken.rl.rewards import build_rewards, score

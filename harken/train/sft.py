@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from harken.eval.answers import accuracy, generate_texts
-from harken.models.families import IM_END, AudioLM, PromptBatch
+from harken.models.audio_lm import AudioLM, PromptBatch
+from harken.models.families import IM_END
 from harken.data.prompts import PromptTemplate, get_template
 from harken.data.records import Example
 from harken.rl.rollout import prompt_positions, token_logprobs

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from harken.models.families import AUDIO_TOKEN, build_tiny, get_family, load_audio_lm
+from harken.models.families import AUDIO_TOKEN, get_family
+from harken.models.loading import load_audio_lm
+from harken.models.toy import build_tiny
 
 FAMILIES = ["qwen2-audio", "qwen2.5-omni"]
 
@@ -101,7 +103,7 @@ def test_model_tiny_cli(tmp_path, capsys):
 
 
 def test_unknown_family_and_dtype():
-    from harken.models.families import resolve_dtype
+    from harken.models.loading import resolve_dtype
 
     with pytest.raises(ValueError, match="supported"):
         get_family("whisper")

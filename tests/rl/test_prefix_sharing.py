@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harken.models.families import build_tiny
+from harken.models.toy import build_tiny
 from harken.rl.rollout import SamplingParams, completion_logprobs, generate
 
 FAMILIES = ["qwen2-audio", "qwen2.5-omni"]

@@ -74,7 +74,7 @@ def test_two_steps_move_every_trainable_parameter(tmp_path, synth_dir, family):
     frozen = [n for n, p in trainer.lm.model.named_parameters() if not p.requires_grad]
     assert all(torch.equal(before[n], after[n].detach()) for n in frozen)
     # The final model is a plain transformers folder.
-    from harken.models.families import load_audio_lm
+    from harken.models.loading import load_audio_lm
 
     lm = load_audio_lm(str(tmp_path / "final"))
     assert lm.family.name == family

@@ -29,7 +29,7 @@ def _mean_rewards(model_dir: Path, cfg: GRPOConfig, examples) -> dict[str, float
     """Mean of each training reward over SAMPLES completions per example, sampled as the rollouts
     are (same template, temperature, length cap) with a fixed generator."""
     from harken.eval.answers import decode
-    from harken.models.families import load_audio_lm
+    from harken.models.loading import load_audio_lm
     from harken.data.prompts import get_template
     from harken.rl.rewards import build_rewards, score
     from harken.rl.rollout import SamplingParams, generate

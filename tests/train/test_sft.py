@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from harken.config import load_config
-from harken.models.families import build_tiny
+from harken.models.toy import build_tiny
 from harken.data.prompts import get_template
 from harken.data.records import Example
 from harken.rl.rollout import prompt_positions, token_logprobs
@@ -232,7 +232,7 @@ def test_cli_tiny_preset_writes_a_loadable_model(tmp_path):
     from transformers import Qwen2AudioForConditionalGeneration
 
     from harken.cli import main
-    from harken.models.families import load_audio_lm
+    from harken.models.loading import load_audio_lm
 
     out = tmp_path / "run"
     assert main(["train", "sft", "--config", "tiny-sft", "run.max_steps=2", f"run.out_dir={out}", "run.progress=false",

@@ -1,0 +1,165 @@
+"""The bundle every trainer and evaluator uses: a model with everything needed to feed it audio.
+
+Owns: `AudioLM` (model + tokenizer + feature extractor + family: prompt encoding, audio features,
+the composed encoder / language-model forward, caches) and `PromptBatch`, a batch of prompts.
+Does not own: what differs between architectures (`harken.models.families`), sampling
+(`harken.rl.rollout`), prompt wording (`harken.data.prompts`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from harken.models.families import AUDIO_TOKEN, ENDOFTEXT, IM_END, Family, audio_tokens_for_frames
+
+
+@dataclass
+class PromptBatch:
+    """B left-padded prompts with their clips. Shapes: B prompts, P prompt tokens, F mel frames."""
+
+    input_ids: torch.Tensor  # [B, P] long, left padded
+    attention_mask: torch.Tensor  # [B, P] long
+    input_features: torch.Tensor  # [B, M, F] log-mel
+    feature_mask: torch.Tensor  # [B, F] long, valid mel frames
+    audio_token_counts: list[int]  # placeholder tokens per prompt
+
+    def to(self, device) -> "PromptBatch":
+        return PromptBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.input_features.to(device),
+            self.feature_mask.to(device),
+            self.audio_token_counts,
+        )
+
+    def repeat_interleave(self, g: int) -> "PromptBatch":
+        """Each prompt repeated g times in place (the naive GRPO layout: [p0]*g + [p1]*g ...)."""
+        return PromptBatch(
+            self.input_ids.repeat_interleave(g, 0),
+            self.attention_mask.repeat_interleave(g, 0),
+            self.input_features.repeat_interleave(g, 0),
+            self.feature_mask.repeat_interleave(g, 0),
+            [c for c in self.audio_token_counts for _ in range(g)],
+        )
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+@dataclass
+class AudioLM:
+    """A model with everything needed to feed it audio questions."""
+
+    model: nn.Module
+    tokenizer: Any
+    feature_extractor: Any
+    family: Family
+    path: str = ""
+
+    # --- token facts -------------------------------------------------------------------------
+    @property
+    def audio_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+
+    @property
+    def pad_id(self) -> int:
+        pid = self.tokenizer.pad_token_id
+        return pid if pid is not None else self.tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+
+    @property
+    def eos_ids(self) -> list[int]:
+        """Tokens that end the assistant's turn."""
+        ids = {self.tokenizer.convert_tokens_to_ids(t) for t in (IM_END, ENDOFTEXT)}
+        return sorted(i for i in ids if i is not None and i >= 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.feature_extractor.sampling_rate)
+
+    @property
+    def window_seconds(self) -> float:
+        return float(self.feature_extractor.n_samples) / self.sampling_rate
+
+    # --- inputs ---------------------------------------------------------------------------------
+    def encode_prompts(self, user_texts: Sequence[str], audios: Sequence[np.ndarray]) -> PromptBatch:
+        """Chat-format, expand the audio placeholder to the clip's token count, left pad."""
+        if len(user_texts) != len(audios):
+            raise ValueError(f"{len(user_texts)} prompts but {len(audios)} clips")
+        fe = self.feature_extractor(
+            [np.asarray(a, dtype=np.float32) for a in audios],
+            sampling_rate=self.sampling_rate,
+            return_attention_mask=True,
+            padding="max_length",
+            return_tensors="pt",
+        )
+        feats, fmask = fe["input_features"], fe["attention_mask"].long()
+        counts = [int(audio_tokens_for_frames(int(n))) for n in fmask.sum(-1)]
+        rows = []
+        for text, n in zip(user_texts, counts):
+            chat = self.family.chat_text(text).replace(AUDIO_TOKEN, AUDIO_TOKEN * n, 1)
+            rows.append(self.tokenizer(chat, add_special_tokens=False)["input_ids"])
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        return PromptBatch(ids, mask, feats, fmask, counts)
+
+    # --- the pieces of a forward pass (composed by harken.rl.rollout) -----------------------------
+    def encode_audio(self, batch: PromptBatch) -> torch.Tensor:
+        """Audio encoder output for the batch's clips, valid tokens only: [sum tokens, D_enc]."""
+        return self.family.run_encoder(self.model, batch.input_features, batch.feature_mask)
+
+    def project_audio(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Encoder output -> text embedding width ([sum tokens, H])."""
+        if not self.family.module_paths["projector"]:
+            return encoded
+        return self.family.module(self.model, "projector")(encoded)
+
+    def embed_prompts(self, batch: PromptBatch, encoded_audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the audio placeholders replaced by projected audio: [B, P, H].
+
+        Args:
+            encoded_audio: a previous `encode_audio` result to reuse (frozen encoder), else computed.
+        """
+        embed = self.family.module(self.model, "embed_tokens")
+        emb = embed(batch.input_ids)
+        audio = self.project_audio(self.encode_audio(batch) if encoded_audio is None else encoded_audio)
+        where = (batch.input_ids == self.audio_token_id).unsqueeze(-1)
+        if int(where.sum()) != audio.shape[0]:
+            raise ValueError(f"{int(where.sum())} audio placeholders but {audio.shape[0]} audio features")
+        return emb.masked_scatter(where, audio.to(emb.dtype))
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.family.module(self.model, "embed_tokens")(ids)
+
+    def text_forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache=None):
+        """Run the language model (no head). Returns (hidden [N, L, H], cache)."""
+        lm = self.family.module(self.model, "language_model")
+        out = lm(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state, out.past_key_values
+
+    def lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.family.module(self.model, "lm_head")(hidden)
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        lm = self.family.module(self.model, "language_model")
+        return DynamicCache(config=lm.config)

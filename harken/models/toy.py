@@ -1,0 +1,156 @@
+"""Toy-size models of the real architectures, built offline.
+
+Owns: the named sizes (`toy`, `small`), a byte-level tokenizer trained locally on the prompt
+vocabulary, and `build_tiny`, which builds a randomly initialised model of a real transformers
+class and can save it as a folder that `from_pretrained` loads.
+Does not own: loading (`harken.models.loading`), what differs between families
+(`harken.models.families`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from harken.models.audio_lm import AudioLM
+from harken.models.families import (
+    AUDIO_BOS,
+    AUDIO_EOS,
+    AUDIO_TOKEN,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    QWEN2_AUDIO,
+    get_family,
+)
+from harken.models.loading import save_audio_lm
+
+
+# Named architecture sizes for tests, the demo and the benchmark. "small" matches the prototype
+# the performance notes were measured on (real 30 s window).
+SIZES: dict[str, dict[str, int]] = {
+    "toy": dict(window=5, enc_d=64, enc_layers=2, enc_heads=4, enc_ffn=128, hidden=64, layers=2, heads=4, kv_heads=2, ffn=128),
+    "small": dict(window=30, enc_d=256, enc_layers=4, enc_heads=4, enc_ffn=1024, hidden=256, layers=4, heads=4, kv_heads=2, ffn=1024),
+}
+
+_CORPUS = [
+    "Please choose the answer from the following options:",
+    "Output the final answer in <answer> </answer>.",
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer>.",
+    "Answer with the option's letter in <answer> </answer>.",
+    "What is the sound in the audio? Which instrument is playing? How many times? Is the second one higher or lower?",
+    "louder softer longer shorter rising falling higher lower sine square sawtooth noise one two three four five six",
+    "seven eight nine zero yes no man woman child speech music sound the a of in what which how many",
+]
+
+
+def train_toy_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 512):
+    """A byte-level BPE tokenizer with Qwen2's pre-tokenizer and special tokens, trained locally."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    pattern = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(pattern), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    specials = [ENDOFTEXT, IM_START, IM_END, AUDIO_TOKEN, AUDIO_BOS, AUDIO_EOS, "<think>", "</think>", "<answer>", "</answer>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials[:6],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    texts = list(_CORPUS) * 20 + list(extra_texts)
+    tok.train_from_iterator(texts, trainer)
+    # Tags are added as ordinary (non-special) tokens so they decode with skip_special_tokens.
+    tokenizer = Qwen2Tokenizer(tokenizer_object=tok, unk_token=None, bos_token=None, eos_token=IM_END, pad_token=ENDOFTEXT)
+    tokenizer.add_tokens(specials[6:])
+    return tokenizer
+
+
+def build_tiny(
+    family: str = "qwen2-audio",
+    out: str | Path | None = None,
+    *,
+    size: str = "toy",
+    seed: int = 0,
+    extra_texts: Iterable[str] = (),
+    vocab_size: int = 512,
+) -> AudioLM:
+    """Build a toy-size model of a real architecture, offline, and optionally save it.
+
+    The saved folder loads with `from_pretrained` (model, tokenizer, feature extractor; for
+    Qwen2-Audio also the processor), and with `load_audio_lm`.
+    """
+    import transformers
+    from transformers import WhisperFeatureExtractor
+
+    fam = get_family(family)
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
+    s = SIZES[size]
+    torch.manual_seed(seed)
+    tokenizer = train_toy_tokenizer(extra_texts, vocab_size=vocab_size)
+    vocab = len(tokenizer)
+    audio_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+    head_dim = s["hidden"] // s["heads"]
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=s["hidden"],
+        intermediate_size=s["ffn"],
+        num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"],
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+    )
+    audio = dict(
+        num_mel_bins=128,
+        encoder_layers=s["enc_layers"],
+        encoder_attention_heads=s["enc_heads"],
+        encoder_ffn_dim=s["enc_ffn"],
+        d_model=s["enc_d"],
+        # The encoder requires mel length == 2 x max_source_positions; 100 mel frames per second.
+        max_source_positions=s["window"] * 50,
+    )
+    if fam is QWEN2_AUDIO:
+        config = transformers.Qwen2AudioConfig(
+            audio_config={"model_type": "qwen2_audio_encoder", **audio},
+            text_config={"model_type": "qwen2", **text},
+            audio_token_index=audio_id,
+        )
+        model = transformers.Qwen2AudioForConditionalGeneration(config)
+    else:
+        third = head_dim // 2
+        mrope = [third - 2 * (third // 3), third // 3, third // 3]
+        config = transformers.Qwen2_5OmniThinkerConfig(
+            audio_config={**audio, "n_window": 50, "output_dim": s["hidden"]},
+            vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=s["hidden"],
+                               fullatt_block_indexes=[0]),
+            text_config={**text, "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": mrope}},
+            audio_token_index=audio_id,
+            audio_start_token_id=tokenizer.convert_tokens_to_ids(AUDIO_BOS),
+            audio_end_token_id=tokenizer.convert_tokens_to_ids(AUDIO_EOS),
+            image_token_index=vocab + 10,
+            video_token_index=vocab + 11,
+        )
+        # Read by the thinker's own rope-index code (the full Omni config carries it).
+        config.vision_start_token_id = vocab + 12
+        model = transformers.Qwen2_5OmniThinkerForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.pad_token_id]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=s["window"], n_fft=400)
+    model.eval()
+    lm = AudioLM(model, tokenizer, fe, fam, str(out or ""))
+    if out is not None:
+        save_audio_lm(lm, out)
+    return lm
