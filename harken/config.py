@@ -18,6 +18,8 @@ from typing import Any, Sequence, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from harken.io import write_text_atomic
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 T = TypeVar("T")
@@ -118,11 +120,7 @@ def to_yaml(cfg: Any) -> str:
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write the fully resolved config (every field, defaults included) as YAML."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(to_yaml(cfg), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, to_yaml(cfg))
 
 
 def config_from_dict(schema: type[T], data: dict[str, Any]) -> T:

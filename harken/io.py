@@ -169,3 +169,11 @@ def read_appended_jsonl(path: str | os.PathLike, hint: str = "") -> tuple[list[t
                 return rows, True
             raise ValueError(f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno}){hint}") from None
     return rows, False
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """One JSON document (a run's settings, stored results); malformed JSON names the file and line."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None

@@ -16,7 +16,7 @@ from harken.data.readers import DatasetConfig
 
 @dataclass
 class ModelConfig:
-    """What to train (harken.models, harken.train.common.prepare_model)."""
+    """What to train (harken.models, harken.train.policy.prepare_model)."""
 
     path: str = "tiny:qwen2-audio"  # checkpoint folder or hub id; "tiny:FAMILY" builds a toy model in memory
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
@@ -59,7 +59,7 @@ class RolloutConfig:
 
 @dataclass
 class AlgoConfig:
-    """The objective (harken.rl.algorithm; names pick registry entries)."""
+    """The objective (harken.rl.algorithm and harken.rl.advantages; names pick registry entries)."""
 
     advantage: str = "grpo"  # grpo: (r - mean) / (std + eps) | dr_grpo: r - mean
     adv_eps: float = 1e-4  # eps in the std normalisation
@@ -130,11 +130,11 @@ class GRPOConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
-        from harken.rl import algorithm
+        from harken.rl import advantages, algorithm
         from harken.data.prompts import TEMPLATES
 
         checks = [
-            (self.algo.advantage, algorithm.ADVANTAGE_ESTIMATORS, "algo.advantage"),
+            (self.algo.advantage, advantages.ADVANTAGE_ESTIMATORS, "algo.advantage"),
             (self.algo.kl_estimator, algorithm.KL_ESTIMATORS, "algo.kl_estimator"),
             (self.algo.ratio_level, algorithm.RATIO_LEVELS, "algo.ratio_level"),
             (self.algo.loss_agg, algorithm.LOSS_AGGREGATIONS, "algo.loss_agg"),

@@ -9,7 +9,7 @@
 # Results: $OUT/gpu-7b-10s-g8/bench.json and bench.md, plus $OUT/bench.log and $OUT/gpu.txt.
 #
 # The machine's own python3 (torch with CUDA, transformers, numpy, tqdm) is used, and
-# `python3 -m harken.bench.harness` rather than the `harken` entry point: it runs the same command without
+# `python3 -m harken.bench` rather than the `harken` entry point: it runs the same command without
 # importing harken's other commands (whose audio/data dependencies need not be installed there).
 # harken pins transformers 5.23 (the shared path relies on cache internals); if the machine has
 # another version, the benchmark's own exactness check says whether the paths still agree (it
@@ -47,12 +47,12 @@ ARGS=(--size 7b --device cuda --dtype bfloat16 --clip-seconds 10 --group-size 8 
 # Dry run of the plumbing on any machine: BENCH_ARGS="--size toy --device cpu --out /tmp/x" bash scripts/gpu_bench.sh
 if [ -n "${BENCH_ARGS:-}" ]; then read -r -a ARGS <<< "$BENCH_ARGS"; fi
 start=$(date +%s)
-timeout 330 python3 -m harken.bench.harness "${ARGS[@]}"
+timeout 330 python3 -m harken.bench "${ARGS[@]}"
 rc=$?
 if [ $rc -ne 0 ] && grep -q "OutOfMemoryError\|CUDA out of memory" "$OUT/bench.log"; then
     left=$((450 - ($(date +%s) - start)))
     echo "out of GPU memory: again with --micro-batch 2 ($left s left)"
-    timeout "$left" python3 -m harken.bench.harness "${ARGS[@]}" --micro-batch 2
+    timeout "$left" python3 -m harken.bench "${ARGS[@]}" --micro-batch 2
     rc=$?
 fi
 echo "harken bench exited with $rc after $(( $(date +%s) - start )) s"

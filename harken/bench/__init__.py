@@ -1,2 +1,4 @@
-"""Benchmark of naive against shared-prefix GRPO steps: harness, FLOP model, memory meter, results.
+"""Benchmark of naive against shared-prefix GRPO steps: the workload (workload), its measurement
+(harness), the FLOP model (flops), the memory meter (memory), the machine (machine), the result
+files (results). The command line is `harken.cli.bench`; `python3 -m harken.bench` runs it alone.
 """

@@ -1,30 +1,24 @@
-"""The `harken` command line: one sub-command tree, each stage registering its own commands.
+"""The `harken` command line: the only place with argparse, one module per command group.
 
-Owns: the top-level parser and dispatch. Each command module exposes
-`register(top, groups)` where `top` is the top-level sub-parser action and `groups` maps a group
+Owns: the top-level parser and dispatch, and turning user errors into one-line messages. Each
+command module (`harken.cli.data`, `model`, `train`, `eval`, `bench`, `demo`, `report`) exposes
+`register(top, groups)`, where `top` is the top-level sub-parser action and `groups` maps a group
 name (`data`, `model`, `train`, `eval`) to that group's sub-parser action; it adds parsers whose
-default `func(args) -> int | None` runs the command.
+default `func(args) -> int | None` runs the command. Command modules import the library lazily,
+inside each command, so `harken --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from harken import __version__
+from harken.cli import bench, data, demo, eval, model, report, train
 
-# Modules that contribute commands; each has `register(top, groups)`.
-COMMAND_MODULES = [
-    "harken.cli.model",
-    "harken.cli.data",
-    "harken.cli.eval",
-    "harken.cli.train",
-    "harken.cli.bench",
-    "harken.cli.demo",
-    "harken.cli.report",
-]
+# The command modules, in the order their commands are listed by `harken --help`.
+COMMAND_MODULES = (model, data, eval, train, bench, demo, report)
 
 GROUPS = {
     "data": "prepare, inspect and validate datasets",
@@ -44,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         gp = top.add_parser(name, help=help_text, description=help_text)
         groups[name] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         gp.set_defaults(func=lambda a, _gp=gp: (_gp.print_help(), 2)[1])
-    for mod_name in COMMAND_MODULES:
-        importlib.import_module(mod_name).register(top, groups)
+    for module in COMMAND_MODULES:
+        module.register(top, groups)
     return parser
 
 

@@ -1,3 +1,101 @@
-"""`harken bench` (being moved here)."""
+"""`harken bench`: what sharing each group's prompt saves in a GRPO step, measured in one process.
 
-from harken.bench.harness import register  # noqa: F401
+Owns: the command's options, turning them into a `harken.bench.workload.BenchConfig`, and `main`,
+the same command without the rest of harken's commands (`python3 -m harken.bench`, for machines
+that only have torch, transformers, numpy and tqdm, like the GPU image). The benchmark itself
+lives in `harken.bench` (`harken.bench.harness` defines what it measures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _paths_arg(text: str) -> tuple[str, ...]:
+    from harken.bench.workload import PATHS
+
+    paths = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in paths if p not in PATHS]
+    if not paths or bad or len(set(paths)) != len(paths):
+        raise argparse.ArgumentTypeError(f"--paths takes shared, naive or shared,naive; got {text!r}")
+    return paths
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from harken.bench.workload import PATHS
+    from harken.models.families import FAMILIES
+    from harken.models.toy import SIZES
+
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--size", choices=[*SIZES, "7b"], default="small",
+                       help="named random-weight model (7b: Qwen2-Audio-7B at full size, CUDA only)")
+    which.add_argument("--model", help="checkpoint folder (a folder with only a config gets random weights)")
+    p.add_argument("--family", default="qwen2-audio", choices=sorted(FAMILIES))
+    p.add_argument("--clip-seconds", type=float, default=10.0)
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--completion-tokens", type=int, default=32)
+    p.add_argument("--prompts", type=int, default=1)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--paths", type=_paths_arg, default=PATHS, help="comma-separated: shared,naive")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--freeze-encoder", action="store_true", help="freeze the audio encoder and reuse its output")
+    p.add_argument("--micro-batch", type=int, default=None, help="completion rows per forward in the loss passes")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--matmul-size", type=int, default=None,
+                   help="side of the square matrix product timed as the reference rate (default 2048 CPU, 8192 CUDA)")
+    p.add_argument("--tolerance", type=float, default=None, help="max |log-prob difference| between the paths")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The `BenchConfig` of parsed options; ValueError for counts out of range."""
+    from harken.bench.workload import BenchConfig
+
+    for name in ("group_size", "completion_tokens", "prompts", "reps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0 or args.clip_seconds <= 0:
+        raise ValueError("--warmup must be >= 0 and --clip-seconds > 0")
+    return BenchConfig(
+        size=None if args.model else args.size, model=args.model, family=args.family, clip_seconds=args.clip_seconds,
+        group_size=args.group_size, completion_tokens=args.completion_tokens, prompts=args.prompts, reps=args.reps,
+        warmup=args.warmup, paths=tuple(args.paths), dtype=args.dtype, device=args.device,
+        freeze_encoder=args.freeze_encoder, micro_batch=args.micro_batch, threads=args.threads, matmul_size=args.matmul_size,
+        tolerance=args.tolerance, seed=args.seed, out=args.out,
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from harken.bench.harness import run_bench
+    from harken.bench.results import format_markdown, write_results
+
+    cfg = config_from_args(args)
+    res = run_bench(cfg)
+    out = write_results(res, cfg.out)
+    print(format_markdown(res))
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    if res["check"] is not None and not res["check"]["ok"]:
+        print("harken bench: the two paths disagree beyond the tolerance; speed-ups withheld", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(top, groups) -> None:
+    p = top.add_parser("bench", help="time a GRPO step with and without prompt sharing",
+                       description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=_cmd_bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python3 -m harken.bench ...`: the same command without importing every harken command
+    (for machines that only have torch, transformers and numpy, like the GPU image)."""
+    parser = argparse.ArgumentParser(prog="harken bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    return _cmd_bench(parser.parse_args(argv))

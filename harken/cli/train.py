@@ -1,15 +1,16 @@
-"""`harken train grpo|sft`: command-line entry points of the trainers.
+"""`harken train grpo|sft`: the trainers' command lines.
 
-Owns: parsing `--config PRESET [key=value ...]` into the trainers' typed configs and
-`--print-config`. The loops live in `harken.train.grpo` and `harken.train.sft`.
+Owns: parsing `--config PRESET [key=value ...]` into the trainers' typed configs, `--resume` and
+`--print-config`. The trainers live in `harken.train.grpo` and `harken.train.sft`; each is
+imported only when its command runs.
 """
 
 from __future__ import annotations
 
-from harken.config import list_presets, load_config, to_yaml
-
 
 def _add(groups, name: str, help_text: str, default_preset: str, func) -> None:
+    from harken.config import list_presets
+
     p = groups["train"].add_parser(name, help=help_text, description=help_text)
     p.add_argument("--config", default=default_preset,
                    help=f"preset name ({', '.join(list_presets())}) or a YAML path (default: {default_preset})")
@@ -19,29 +20,40 @@ def _add(groups, name: str, help_text: str, default_preset: str, func) -> None:
     p.set_defaults(func=func)
 
 
-def _resolve(schema, args):
+def _config(schema, args):
+    """The resolved config, or None after printing it for `--print-config`."""
+    from harken.config import load_config, to_yaml
+
     overrides = list(args.overrides) + (["run.resume=auto"] if args.resume else [])
-    return load_config(schema, args.config, overrides)
+    cfg = load_config(schema, args.config, overrides)
+    if args.print_config:
+        print(to_yaml(cfg))
+        return None
+    return cfg
 
 
-def _run(schema_name: str, module: str, fn: str):
-    """Build the command for one trainer; the trainer module is imported only when it runs."""
+def _cmd_grpo(args) -> int:
+    from harken.schema import GRPOConfig
 
-    def cmd(args) -> int:
-        import importlib
+    cfg = _config(GRPOConfig, args)
+    if cfg is not None:
+        from harken.train.grpo import train_grpo
 
-        import harken.schema as schema
+        train_grpo(cfg)
+    return 0
 
-        cfg = _resolve(getattr(schema, schema_name), args)
-        if args.print_config:
-            print(to_yaml(cfg))
-            return 0
-        getattr(importlib.import_module(module), fn)(cfg)
-        return 0
 
-    return cmd
+def _cmd_sft(args) -> int:
+    from harken.schema import SFTConfig
+
+    cfg = _config(SFTConfig, args)
+    if cfg is not None:
+        from harken.train.sft import train_sft
+
+        train_sft(cfg)
+    return 0
 
 
 def register(top, groups) -> None:
-    _add(groups, "grpo", "GRPO (and Dr.GRPO / DAPO / GSPO variants) for audio-language models", "tiny", _run("GRPOConfig", "harken.train.grpo", "train_grpo"))
-    _add(groups, "sft", "supervised fine-tuning baseline (full or LoRA)", "tiny-sft", _run("SFTConfig", "harken.train.sft", "train_sft"))
+    _add(groups, "grpo", "GRPO (and Dr.GRPO / DAPO / GSPO variants) for audio-language models", "tiny", _cmd_grpo)
+    _add(groups, "sft", "supervised fine-tuning baseline (full or LoRA)", "tiny-sft", _cmd_sft)

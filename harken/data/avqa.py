@@ -1,18 +1,16 @@
-"""AVQA preparation, and dataset split / stats commands.
+"""AVQA preparation: AVQA annotations plus the source videos -> a canonical training set.
 
-Owns:
-- `harken data avqa`: turn AVQA annotations plus the source videos into a canonical training set
-  (`prepare_avqa`): one 16 kHz mono 16-bit wav per video, extracted in parallel, every file
-  written atomically, reruns continue where an interrupted run stopped, bad videos reported.
-- `harken data split`: a held-out validation split that never puts one clip on both sides
-  (`split_by_clip`).
-- `harken data stats`: counts, answer-position balance and clip durations (`dataset_stats`).
+Owns: `prepare_avqa` (`harken data avqa`): reading and validating AVQA annotation files,
+finding each video, one 16 kHz mono 16-bit wav per video extracted in parallel, every file
+written atomically, reruns that continue where an interrupted run stopped, bad videos reported;
+the AVQA clip key of a video name (`clip_key`).
 
-Does not own: reading dataset files for split/stats (`harken.data.readers.read_dataset`), the
-video -> audio question rule (`harken.data.readers.video_to_audio`), clip headers (`harken.data.audio`),
-prompts, training. (`harken.data.readers`'s "avqa" format reads annotations whose clips already exist;
-this module makes the clips and so validates the annotations itself: it needs `video_name` on
-every item and ignores any `audio_path`.)
+Does not own: decoding a video's audio track (`harken.data.video`), the video -> audio question
+rule (`harken.data.readers.video_to_audio`), split and stats (`harken.data.split`,
+`harken.data.stats`), the command line (`harken.cli.data`), prompts, training.
+(`harken.data.readers`'s "avqa" format reads annotations whose clips already exist; this module
+makes the clips and so validates the annotations itself: it needs `video_name` on every item and
+ignores any `audio_path`.)
 
 Output of `harken data avqa --out OUT` (reference.md section 2):
 
@@ -26,17 +24,6 @@ Choices made here, and why:
 - `Example.audio` is the ABSOLUTE path of the clip, so train.jsonl can be read from anywhere and
   copied next to other files without a root; the manifest keeps paths relative to OUT because it
   describes that folder's content (and stays valid if OUT is moved).
-- Decoding: PyAV (FFmpeg) decodes the first audio stream; sample-format conversion and the mono
-  mix-down (mean of the channels, per decoded frame, so a mid-stream channel-count change is
-  harmless) are done in numpy; soxr (quality "HQ") converts the rate, per run of frames sharing
-  one input rate. The result is rounded to 16-bit PCM (clipped to [-1, 1]) and written with
-  soundfile. The same input always gives the same bytes, so sha256 compares runs.
-- Trailing codec padding (AAC pads its last frame) beyond the stream's declared duration is
-  trimmed when it is under 0.1 s; a decode that stops well short of the declared duration (a
-  truncated download: by more than max(0.5 s, 10 %)) counts as "unreadable". Only the audio
-  stream's own declared duration is trusted (mp4/mov stream duration, Matroska/WebM DURATION
-  tag); a container-wide duration may belong to the video track and is not used. A start offset
-  of the audio track relative to the video is ignored (the audio alone is the input).
 - Failure reasons: "missing" (no file found for video_name), "unreadable" (FFmpeg cannot open or
   decode it, nothing decoded, or truncated), "no-audio-track" (the file has no audio stream).
   Their questions are left out of train.jsonl and counted.
@@ -53,38 +40,27 @@ Choices made here, and why:
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import hashlib
-import io
-import json
-import math
 import multiprocessing
 import os
-import random
-import re
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
-
-from harken import __version__
-from harken.data.readers import FORMATS, file_sha256, read_dataset, video_to_audio
+from harken.data.benchmarks import file_sha256
+from harken.data.readers import video_to_audio
 from harken.data.records import Example
-from harken.io import iter_jsonl, write_json_atomic, write_jsonl
-
+from harken.data.video import VideoError, decode_mono, tool_versions, wav_bytes
+from harken.io import atomic_write, iter_records, write_json_atomic, write_jsonl
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")  # search order when several files match
 REASONS = ("missing", "unreadable", "no-audio-track")
 REQUIRED_FIELDS = ("id", "video_name", "question_text", "multi_choice", "answer")
 META_FIELDS = ("question_type", "question_relation", "video_name", "video_id")
-PADDING_TRIM_S = 0.1  # trailing samples past the declared duration dropped if under this (codec padding)
-TRUNCATION_MIN_S = 0.5  # a decode short of the declared duration by more than max(this, 10 %) is truncated
 TMP_GLOB = ".*.wav.*.tmp"  # temporary names of clips being written (see _write_wav_atomic)
 
 
@@ -148,16 +124,7 @@ def read_avqa_annotations(paths: Sequence[str | os.PathLike]) -> list[AvqaItem]:
     seen: dict[str, str] = {}
     for path in paths:
         path = Path(path)
-        text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-            entries: Iterable[tuple[str, Any]] = ((f"{path}: item [{i}]", obj) for i, obj in enumerate(data))
-        else:
-            entries = ((f"{path}:{n}", obj) for n, obj in iter_jsonl(path))
-        for where, obj in entries:
+        for where, obj in iter_records(path):
             item = _validate_item(obj, where, str(path))
             key = str(item.raw["id"])
             if key in seen:
@@ -220,116 +187,10 @@ def find_video(video_name: str, by_name: dict[str, Path], by_stem: dict[str, Pat
     return by_name.get(video_name) or by_stem.get(clip_key(video_name))
 
 
-class VideoError(Exception):
-    """A video that gives no clip; `reason` is one of REASONS."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-def _to_float(frame: Any) -> np.ndarray:
-    """One decoded audio frame as float32 [C, n] in [-1, 1] (any FFmpeg sample format)."""
-    a = frame.to_ndarray()
-    channels = frame.layout.nb_channels
-    if not frame.format.is_planar:  # packed: [1, n*C] interleaved
-        a = a.reshape(-1, channels).T
-    if a.dtype == np.uint8:
-        return (a.astype(np.float32) - 128.0) / 128.0
-    if np.issubdtype(a.dtype, np.integer):
-        return (a.astype(np.float64) / float(-np.iinfo(a.dtype).min)).astype(np.float32)
-    return a.astype(np.float32)
-
-
-def _declared_seconds(stream: Any) -> float | None:
-    """The audio stream's own declared duration, if the container states one."""
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
-    if tag:
-        m = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", tag.strip())
-        if m:
-            return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-    return None
-
-
-def decode_mono(path: str | os.PathLike, sampling_rate: int) -> np.ndarray:
-    """Decode the first audio stream of a media file to mono float32 at `sampling_rate`.
-
-    Args:
-        path: a video (or audio) file FFmpeg can read.
-        sampling_rate: output rate in Hz.
-
-    Returns:
-        float32 array [n] (mean of the channels), resampled with soxr HQ.
-
-    Raises:
-        VideoError: reason "unreadable" or "no-audio-track", with FFmpeg's message.
-    """
-    import av
-    import soxr
-
-    try:
-        container = av.open(str(path))
-    except Exception as e:  # FFmpeg reports corrupt/truncated/unknown files in many ways
-        raise VideoError("unreadable", f"cannot open: {type(e).__name__}: {e}") from None
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(s.type for s in container.streams) or "none"
-            raise VideoError("no-audio-track", f"no audio stream (streams: {kinds})")
-        stream = container.streams.audio[0]
-        runs: list[tuple[int, list[np.ndarray]]] = []  # (input rate, mono chunks) per run of one rate
-        try:
-            for frame in container.decode(stream):
-                if frame.samples == 0:
-                    continue
-                mono = _to_float(frame).mean(axis=0)  # [n]: average the channels
-                if not runs or runs[-1][0] != frame.sample_rate:
-                    runs.append((frame.sample_rate, []))
-                runs[-1][1].append(mono)
-        except Exception as e:
-            raise VideoError("unreadable", f"decode failed: {type(e).__name__}: {e}") from None
-        declared = _declared_seconds(stream)
-    if not runs:
-        raise VideoError("unreadable", "the audio stream decoded to no samples")
-    pieces = []
-    for rate, chunks in runs:
-        x = np.concatenate(chunks)
-        pieces.append(x if rate == sampling_rate else soxr.resample(x, rate, sampling_rate, quality="HQ"))
-    y = np.concatenate(pieces).astype(np.float32)
-    if declared is not None:
-        got = len(y) / sampling_rate
-        if declared - got > max(TRUNCATION_MIN_S, 0.1 * declared):
-            raise VideoError(
-                "unreadable", f"truncated: decoded {got:.2f} s of the {declared:.2f} s the file declares"
-            )
-        extra = len(y) - int(round(declared * sampling_rate))
-        if 0 < extra <= PADDING_TRIM_S * sampling_rate:
-            y = y[: len(y) - extra]
-    return y
-
-
-def wav_bytes(samples: np.ndarray, sampling_rate: int) -> bytes:
-    """16-bit PCM mono wav file content for float samples in [-1, 1] (clipped)."""
-    import soundfile as sf
-
-    pcm = np.clip(np.round(samples.astype(np.float64) * 32767.0), -32768, 32767).astype(np.int16)
-    buf = io.BytesIO()
-    sf.write(buf, pcm, sampling_rate, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
-
-
 def _write_wav_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary name in the same folder, then rename: never a half file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write a clip atomically; its temporary name `.<name>.wav.<random>.tmp` matches TMP_GLOB."""
+    with atomic_write(path, "wb", suffix=".tmp") as f:
+        f.write(data)
 
 
 def _reusable(wav: Path, sampling_rate: int) -> Any:
@@ -388,25 +249,6 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def tool_versions() -> dict[str, Any]:
-    """Versions of everything that shapes the clip bytes."""
-    import av
-    import soundfile as sf
-    import soxr
-
-    return {
-        "harken": __version__,
-        "python": sys.version.split()[0],
-        "av": av.__version__,
-        "ffmpeg": getattr(av, "ffmpeg_version_info", None),
-        "ffmpeg_libraries": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
-        "soxr": soxr.__version__,
-        "soundfile": sf.__version__,
-        "libsndfile": sf.__libsndfile_version__,
-        "numpy": np.__version__,
-    }
-
-
 def _run_jobs(jobs: list[tuple[str, str, str, int]], workers: int, progress: bool) -> dict[str, dict[str, Any]]:
     """Run extract_clip over (clip, video, wav, rate) jobs; results by clip key."""
     from tqdm import tqdm
@@ -462,15 +304,7 @@ def prepare_avqa(
     """
     t0 = time.time()
     ann_paths = [Path(p) for p in annotations]
-    if not ann_paths:
-        raise ValueError("no annotation files given")
-    for p in ann_paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"annotation file {p} not found")
-    if sampling_rate <= 0:
-        raise ValueError(f"sampling rate must be positive, got {sampling_rate}")
-    if not name or any(c in name for c in "/\\") or name in ("manifest", "."):
-        raise ValueError(f"--name must be a plain file stem other than 'manifest', got {name!r}")
+    _check_prepare_args(ann_paths, sampling_rate, name)
     workers = default_workers() if workers is None else max(1, int(workers))
     out = Path(out).resolve()
     videos = Path(videos).resolve()
@@ -488,82 +322,15 @@ def prepare_avqa(
     for stray in audio_dir.glob(TMP_GLOB):  # left by an interrupted run (killed mid-write)
         stray.unlink()
 
-    results: dict[str, dict[str, Any]] = {}
-    sources: dict[str, Path] = {}
-    jobs = []
-    for clip, its in questions_per_clip.items():
-        video = find_video(its[0].raw["video_name"], by_name, by_stem)
-        wav = audio_dir / f"{clip}.wav"
-        if video is None and _reusable(wav, sampling_rate) is not None:
-            # The clip is the product: keep it even if its video was deleted after extraction.
-            jobs.append((clip, "", str(wav), sampling_rate))
-            continue
-        if video is None:
-            results[clip] = {
-                "status": "failed",
-                "reason": "missing",
-                "error": f"no {clip}{{{','.join(VIDEO_EXTS)}}} under {videos}",
-            }
-            continue
-        sources[clip] = video
-        jobs.append((clip, str(video), str(wav), sampling_rate))
+    jobs, results, sources = _plan_jobs(questions_per_clip, audio_dir, sampling_rate, videos, by_name, by_stem)
     results.update(_run_jobs(jobs, workers, progress))
 
     # Outputs: dataset in annotation order, manifest sorted by clip, failures sorted by clip.
     examples = [
         avqa_example(it, str(audio_dir / f"{it.clip}.wav")) for it in items if results[it.clip]["status"] != "failed"
     ]
-    manifest = []
-    failed = []
-    for clip in sorted(questions_per_clip):
-        r = results[clip]
-        n_q = len(questions_per_clip[clip])
-        video = sources.get(clip)
-        video_rel = str(video.relative_to(videos)) if video is not None else None
-        if r["status"] == "failed":
-            failed.append(
-                {
-                    "video_name": clip,
-                    "video": video_rel,
-                    "reason": r["reason"],
-                    "error": r["error"],
-                    "questions": n_q,
-                    "ids": [str(it.raw["id"]) for it in questions_per_clip[clip]],
-                }
-            )
-        else:
-            manifest.append(
-                {
-                    "video_name": clip,
-                    "wav": f"audio/{clip}.wav",
-                    "video": video_rel,
-                    "duration": round(r["duration"], 6),
-                    "frames": r["frames"],
-                    "sampling_rate": sampling_rate,
-                    "sha256": r["sha256"],
-                    "questions": n_q,
-                }
-            )
-    status = Counter(r["status"] for r in results.values())
-    by_reason = {reason: sum(1 for f in failed if f["reason"] == reason) for reason in REASONS}
-    counts = {
-        "questions": {
-            "total": len(items),
-            "written": len(examples),
-            "dropped": len(items) - len(examples),
-        },
-        "clips": {
-            "total": len(questions_per_clip),
-            "extracted": status["extracted"],
-            "reused": status["reused"],
-            "failed": status["failed"],
-        },
-        "failed_by_reason": by_reason,
-        "questions_dropped_by_reason": {
-            reason: sum(f["questions"] for f in failed if f["reason"] == reason) for reason in REASONS
-        },
-        "ambiguous_videos": ambiguous,
-    }
+    manifest, failed = _manifest_and_failures(questions_per_clip, results, sources, videos, sampling_rate)
+    counts = _counts(len(items), len(examples), results, failed, ambiguous)
 
     dataset_path = out / f"{name}.jsonl"
     write_jsonl(out / "manifest.jsonl", manifest)
@@ -597,6 +364,99 @@ def prepare_avqa(
     }
 
 
+def _plan_jobs(
+    questions_per_clip: dict[str, list[AvqaItem]],
+    audio_dir: Path,
+    sampling_rate: int,
+    videos: Path,
+    by_name: dict[str, Path],
+    by_stem: dict[str, Path],
+) -> tuple[list[tuple[str, str, str, int]], dict[str, dict[str, Any]], dict[str, Path]]:
+    """(clip, video, wav, rate) jobs for `extract_clip`, the results of the clips already known to
+    be missing, and the video file of each clip that has one."""
+    jobs, results, sources = [], {}, {}
+    for clip, its in questions_per_clip.items():
+        video = find_video(its[0].raw["video_name"], by_name, by_stem)
+        wav = audio_dir / f"{clip}.wav"
+        if video is None and _reusable(wav, sampling_rate) is not None:
+            # The clip is the product: keep it even if its video was deleted after extraction.
+            jobs.append((clip, "", str(wav), sampling_rate))
+        elif video is None:
+            error = f"no {clip}{{{','.join(VIDEO_EXTS)}}} under {videos}"
+            results[clip] = {"status": "failed", "reason": "missing", "error": error}
+        else:
+            sources[clip] = video
+            jobs.append((clip, str(video), str(wav), sampling_rate))
+    return jobs, results, sources
+
+
+def _check_prepare_args(ann_paths: list[Path], sampling_rate: int, name: str) -> None:
+    if not ann_paths:
+        raise ValueError("no annotation files given")
+    for p in ann_paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"annotation file {p} not found")
+    if sampling_rate <= 0:
+        raise ValueError(f"sampling rate must be positive, got {sampling_rate}")
+    if not name or any(c in name for c in "/\\") or name in ("manifest", "."):
+        raise ValueError(f"--name must be a plain file stem other than 'manifest', got {name!r}")
+
+
+def _manifest_and_failures(
+    questions_per_clip: dict[str, list[AvqaItem]],
+    results: dict[str, dict[str, Any]],
+    sources: dict[str, Path],
+    videos: Path,
+    sampling_rate: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manifest rows of the clips made and the report rows of the videos that failed, by clip."""
+    manifest, failed = [], []
+    for clip in sorted(questions_per_clip):
+        r = results[clip]
+        its = questions_per_clip[clip]
+        video = sources.get(clip)
+        video_rel = str(video.relative_to(videos)) if video is not None else None
+        if r["status"] == "failed":
+            ids = [str(it.raw["id"]) for it in its]
+            failed.append(
+                {"video_name": clip, "video": video_rel, "reason": r["reason"], "error": r["error"], "questions": len(its), "ids": ids}
+            )
+            continue
+        manifest.append(
+            {
+                "video_name": clip,
+                "wav": f"audio/{clip}.wav",
+                "video": video_rel,
+                "duration": round(r["duration"], 6),
+                "frames": r["frames"],
+                "sampling_rate": sampling_rate,
+                "sha256": r["sha256"],
+                "questions": len(its),
+            }
+        )
+    return manifest, failed
+
+
+def _counts(
+    n_items: int, n_written: int, results: dict[str, dict[str, Any]], failed: list[dict[str, Any]], ambiguous: int
+) -> dict[str, Any]:
+    status = Counter(r["status"] for r in results.values())
+    return {
+        "questions": {"total": n_items, "written": n_written, "dropped": n_items - n_written},
+        "clips": {
+            "total": len(results),
+            "extracted": status["extracted"],
+            "reused": status["reused"],
+            "failed": status["failed"],
+        },
+        "failed_by_reason": {reason: sum(1 for f in failed if f["reason"] == reason) for reason in REASONS},
+        "questions_dropped_by_reason": {
+            reason: sum(f["questions"] for f in failed if f["reason"] == reason) for reason in REASONS
+        },
+        "ambiguous_videos": ambiguous,
+    }
+
+
 def print_avqa_summary(summary: dict[str, Any], show: int = 5, file: Any = None) -> None:
     """Human summary: what was written, counts per failure reason and the first offenders."""
     file = file or sys.stdout
@@ -619,316 +479,3 @@ def print_avqa_summary(summary: dict[str, Any], show: int = 5, file: Any = None)
             print(f"    ... {len(bad) - show} more", file=file)
     if c["failed"]:
         print(f"details: {summary['report']}", file=file)
-
-
-# --------------------------------------------------------------------------------------------
-# Split and stats
-# --------------------------------------------------------------------------------------------
-
-
-def load_examples(path: str | os.PathLike, format: str = "canonical", audio_root: str | None = None) -> list[Example]:
-    """Read a dataset for split/stats with `harken.data.readers.read_dataset`.
-
-    Relative clip paths are resolved against `audio_root`, by default the dataset file's folder,
-    so a split written elsewhere still points at the clips.
-    """
-    if audio_root is None and os.path.isfile(path):
-        audio_root = str(Path(path).resolve().parent)
-    return list(read_dataset(path, format=format, audio_root=audio_root))
-
-
-def clip_group(ex: Example) -> str:
-    """The clip an example is about: meta video_name when present, else its audio path."""
-    name = ex.meta.get("video_name") if ex.meta else None
-    return f"video:{clip_key(str(name))}" if name else f"audio:{os.path.normpath(ex.audio)}"
-
-
-def split_by_clip(examples: Sequence[Example], val: int, seed: int) -> tuple[list[Example], list[Example]]:
-    """Hold out at least `val` questions, never splitting one clip's questions across sides.
-
-    Whole clip groups (in a seeded shuffle of their first-appearance order) go to validation until
-    it has >= `val` questions. Both sides keep the input order.
-
-    Returns:
-        (train, val) examples.
-    """
-    if val <= 0:
-        raise ValueError(f"--val must be a positive number of questions, got {val}")
-    if val >= len(examples):
-        raise ValueError(f"--val {val} leaves nothing to train on: the dataset has {len(examples)} questions")
-    groups: dict[str, int] = {}
-    for ex in examples:
-        g = clip_group(ex)
-        groups[g] = groups.get(g, 0) + 1
-    order = list(groups)
-    random.Random(seed).shuffle(order)
-    held: set[str] = set()
-    n = 0
-    for g in order:
-        if n >= val:
-            break
-        held.add(g)
-        n += groups[g]
-    if len(held) == len(groups):
-        raise ValueError(f"--val {val} would take every clip; there are {len(groups)} clips, use a smaller --val")
-    train = [ex for ex in examples if clip_group(ex) not in held]
-    valid = [ex for ex in examples if clip_group(ex) in held]
-    return train, valid
-
-
-def _question_kind(ex: Example) -> str:
-    meta = ex.meta or {}
-    return str(meta.get("question_type") or meta.get("task") or "(none)")
-
-
-def _clip_durations(paths: Iterable[str]) -> tuple[dict[str, float], dict[str, str]]:
-    """Duration in seconds per readable clip (header only), and the error per unreadable one."""
-    from harken.data.audio import audio_info
-
-    durations, errors = {}, {}
-    for p in paths:
-        try:
-            durations[p] = float(audio_info(p)["duration"])
-        except Exception as e:  # an AudioError, or an OS error on a broken mount: listed, not fatal
-            errors[p] = f"{type(e).__name__}: {e}"
-    return durations, errors
-
-
-def dataset_stats(
-    examples: Sequence[Example], durations: dict[str, float], window_seconds: float = 30.0, bins: int = 20, show: int = 5
-) -> dict[str, Any]:
-    """Counts and duration statistics of a dataset (pure: durations are given).
-
-    Args:
-        examples: the questions.
-        durations: seconds per audio path (paths absent here count as unreadable clips).
-        window_seconds: encoder window; longer clips are cut by the feature extractor.
-        bins: histogram bins (equal width from 0 to the longest clip).
-        show: how many offenders to list.
-    """
-    by_kind = Counter(_question_kind(ex) for ex in examples)
-    by_n = Counter(len(ex.choices) for ex in examples)
-    positions: Counter = Counter()
-    not_in_choices = []
-    for ex in examples:
-        if ex.answer in ex.choices:
-            positions[ex.choices.index(ex.answer) + 1] += 1
-        else:
-            not_in_choices.append(ex.id)
-    clips = sorted({ex.audio for ex in examples})
-    d = np.array([durations[p] for p in clips if p in durations], dtype=np.float64)
-    unreadable = [p for p in clips if p not in durations]
-    long_clips = [p for p in clips if durations.get(p, 0.0) > window_seconds]
-    long_set = set(long_clips)
-    hist: dict[str, Any] = {"edges": [], "counts": []}
-    if len(d):
-        top = max(float(d.max()), 1e-3)
-        counts, edges = np.histogram(d, bins=bins, range=(0.0, top))
-        hist = {"edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
-    total = len(examples)
-    return {
-        "questions": total,
-        "clips": len(clips),
-        "by_question_type": dict(sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "by_num_choices": {str(k): v for k, v in sorted(by_n.items())},
-        "answer_position": {str(k): v for k, v in sorted(positions.items())},
-        "answer_position_share": {str(k): round(v / total, 4) for k, v in sorted(positions.items())},
-        "answer_not_in_choices": {"count": len(not_in_choices), "first": not_in_choices[:show]},
-        "durations": {
-            "readable": int(len(d)),
-            "unreadable": len(unreadable),
-            "unreadable_first": unreadable[:show],
-            "min": float(d.min()) if len(d) else None,
-            "max": float(d.max()) if len(d) else None,
-            "mean": float(d.mean()) if len(d) else None,
-            "median": float(np.median(d)) if len(d) else None,
-            "total_hours": float(d.sum() / 3600) if len(d) else 0.0,
-            "histogram": hist,
-        },
-        "longer_than_window": {
-            "window_seconds": window_seconds,
-            "clips": len(long_clips),
-            "questions": sum(1 for ex in examples if ex.audio in long_set),
-            "first": [{"audio": p, "duration": round(durations[p], 3)} for p in long_clips[:show]],
-        },
-    }
-
-
-def plot_durations(stats: dict[str, Any], path: str | os.PathLike) -> None:
-    """Histogram of clip durations with the encoder window marked, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    hist = stats["durations"]["histogram"]
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    if hist["counts"]:
-        edges = np.array(hist["edges"])
-        ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", edgecolor="black", linewidth=0.5)
-    window = stats["longer_than_window"]["window_seconds"]
-    ax.axvline(window, color="red", linestyle="--", label=f"encoder window {window:g} s")
-    ax.set_xlabel("clip duration (s)")
-    ax.set_ylabel("clips")
-    ax.set_title(f"{stats['clips']} clips, {stats['questions']} questions")
-    ax.legend()
-    fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-
-
-def print_stats(stats: dict[str, Any], show: int = 5) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    con = Console()
-    total = stats["questions"]
-    con.print(f"{total} questions, {stats['clips']} clips")
-    for title, key in (("question type / task", "by_question_type"), ("choices", "by_num_choices"), ("answer position", "answer_position")):
-        t = Table(title=title, title_justify="left")
-        t.add_column(title)
-        t.add_column("questions", justify="right")
-        t.add_column("share", justify="right")
-        for k, v in stats[key].items():
-            t.add_row(str(k), str(v), f"{100 * v / total:.1f}%")
-        con.print(t)
-    if stats["answer_not_in_choices"]["count"]:
-        con.print(f"answer not among the choices: {stats['answer_not_in_choices']['count']}")
-    d = stats["durations"]
-    if d["readable"]:
-        con.print(
-            f"clip durations: min {d['min']:.2f} s, median {d['median']:.2f} s, mean {d['mean']:.2f} s, "
-            f"max {d['max']:.2f} s, total {d['total_hours']:.2f} h"
-        )
-        edges, counts = d["histogram"]["edges"], d["histogram"]["counts"]
-        peak = max(counts) or 1
-        for lo, hi, c in zip(edges[:-1], edges[1:], counts):
-            con.print(f"  {lo:7.2f}-{hi:7.2f} s | {'#' * math.ceil(40 * c / peak) if c else '':40s} {c}", markup=False)
-    if d["unreadable"]:
-        con.print(f"unreadable clips: {d['unreadable']} (e.g. {', '.join(d['unreadable_first'])})", markup=False)
-    lw = stats["longer_than_window"]
-    con.print(
-        f"longer than the {lw['window_seconds']:g} s encoder window (cut by the feature extractor): "
-        f"{lw['clips']} clips, {lw['questions']} questions"
-    )
-    for item in lw["first"][:show]:
-        con.print(f"  {item['audio']} ({item['duration']:.1f} s)", markup=False)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def _cmd_avqa(args: argparse.Namespace) -> int:
-    summary = prepare_avqa(
-        args.annotations,
-        args.videos,
-        args.out,
-        workers=args.workers,
-        sampling_rate=args.sampling_rate,
-        name=args.name,
-        progress=not args.no_progress,
-    )
-    print_avqa_summary(summary)
-    if summary["questions"]["written"] == 0:
-        print("harken: error: no question has a usable clip; see the report", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cmd_split(args: argparse.Namespace) -> int:
-    dataset = Path(args.dataset)
-    examples = load_examples(dataset, args.format, args.audio_root)
-    out = Path(args.out) if args.out else dataset.resolve().parent
-    train_path, val_path = out / "train.jsonl", out / "val.jsonl"
-    if dataset.resolve() in (train_path.resolve(), val_path.resolve()):
-        raise ValueError(
-            f"{dataset}: the split would overwrite its own input; pass --out DIR "
-            f"(e.g. --out {dataset.resolve().parent / 'split'})"
-        )
-    train, val = split_by_clip(examples, args.val, args.seed)
-    write_jsonl(train_path, train)
-    write_jsonl(val_path, val)
-    info = {
-        "dataset": str(dataset.resolve()),
-        "format": args.format,
-        "val_requested": args.val,
-        "seed": args.seed,
-        "train": {"questions": len(train), "clips": len({clip_group(e) for e in train}), "path": str(train_path)},
-        "val": {"questions": len(val), "clips": len({clip_group(e) for e in val}), "path": str(val_path)},
-    }
-    write_json_atomic(out / "split.json", info)
-    print(
-        f"train: {len(train)} questions ({info['train']['clips']} clips) -> {train_path}\n"
-        f"val:   {len(val)} questions ({info['val']['clips']} clips) -> {val_path}\n"
-        f"no clip is shared between them (seed {args.seed})"
-    )
-    return 0
-
-
-def _cmd_stats(args: argparse.Namespace) -> int:
-    dataset = Path(args.dataset)
-    examples = load_examples(dataset, args.format, args.audio_root)
-    out = Path(args.out) if args.out else dataset.resolve().parent
-    out.mkdir(parents=True, exist_ok=True)
-    durations, errors = _clip_durations(sorted({ex.audio for ex in examples}))
-    stats = dataset_stats(examples, durations, window_seconds=args.window_seconds, bins=args.bins)
-    stats["dataset"] = str(dataset.resolve())
-    stats["durations"]["unreadable_errors"] = dict(list(errors.items())[:5])
-    print_stats(stats)
-    plot_durations(stats, out / "durations.png")
-    write_json_atomic(out / "stats.json", stats)
-    print(f"wrote {out / 'stats.json'} and {out / 'durations.png'}")
-    return 0
-
-
-def register(top: Any, groups: dict[str, Any]) -> None:
-    """Add `harken data avqa | split | stats`."""
-    data = groups["data"]
-
-    p = data.add_parser(
-        "avqa",
-        help="extract AVQA audio from the videos and write a canonical dataset",
-        description="Extract one 16 kHz mono wav per AVQA video (PyAV decode, soxr resample) and "
-        "write OUT/train.jsonl, manifest.jsonl, report.json, info.json. Rerunning continues an "
-        "interrupted run: complete clips are reused.",
-    )
-    p.add_argument("--annotations", nargs="+", required=True, metavar="FILE", help="AVQA annotation files (JSON list or JSON lines)")
-    p.add_argument("--videos", required=True, metavar="DIR", help="folder with the videos (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--workers", type=int, default=default_workers(), help="extraction processes (1: in this process)")
-    p.add_argument("--sampling-rate", type=int, default=16000, help="clip sampling rate in Hz")
-    p.add_argument("--name", default="train", help="dataset file stem: OUT/NAME.jsonl")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_avqa)
-
-    p = data.add_parser(
-        "split",
-        help="hold out a validation split that shares no clip with training",
-        description="Assign whole clips (all their questions) to validation, in a seeded shuffle, "
-        "until it has at least --val questions; write train.jsonl and val.jsonl.",
-    )
-    p.add_argument("dataset", help="dataset file")
-    p.add_argument("--val", type=int, required=True, help="minimum number of validation questions")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed")
-    p.add_argument("--format", choices=FORMATS, default="canonical", help="dataset format")
-    p.add_argument("--audio-root", default=None, help="folder relative clip paths are joined to (default: the dataset's folder)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: next to the dataset)")
-    p.set_defaults(func=_cmd_split)
-
-    p = data.add_parser(
-        "stats",
-        help="question types, answer balance, clip durations",
-        description="Counts per question type/task and number of choices, answer-position balance, "
-        "clip-duration histogram (terminal + OUT/durations.png) and clips longer than the encoder window; "
-        "writes OUT/stats.json.",
-    )
-    p.add_argument("dataset", help="dataset file")
-    p.add_argument("--format", choices=FORMATS, default="canonical", help="dataset format")
-    p.add_argument("--audio-root", default=None, help="folder relative clip paths are joined to (default: the dataset's folder)")
-    p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: next to the dataset)")
-    p.add_argument("--window-seconds", type=float, default=30.0, help="encoder window (Whisper: 30 s)")
-    p.add_argument("--bins", type=int, default=20, help="histogram bins")
-    p.set_defaults(func=_cmd_stats)

@@ -1,9 +1,9 @@
 """A small real-audio QA test set built offline from Debian packages.
 
 Owns: the three real-audio tasks, which files they draw from, how file names map to readable
-answer classes, the decoding of those files into 16 kHz mono wav clips, and the
-`harken data real` command. Does not own: synthetic data (`harken.data.synth`), benchmark readers
-(`harken.data.readers`), feature extraction (`harken.data.audio`).
+answer classes, and the decoding of those files into 16 kHz mono wav clips. Does not own:
+synthetic data (`harken.data.synth`), benchmark readers (`harken.data.readers`), feature
+extraction (`harken.data.audio`), the `harken data real` command (`harken.cli.data`).
 
 | task (``meta["task"]``) | package (apt-get install ...) | what is asked                          |
 |-------------------------|-------------------------------|----------------------------------------|
@@ -25,9 +25,7 @@ byte-identical files (flite is deterministic).
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
-import json
 import logging
 import re
 import shutil
@@ -44,9 +42,8 @@ import soundfile as sf
 import soxr
 
 from harken.data.records import Example
-
-from harken.io import write_json_atomic, write_jsonl
 from harken.data.synth import SAMPLE_RATE, write_wav
+from harken.io import write_json_atomic, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +158,8 @@ def available_sources() -> dict[str, bool]:
     }
 
 
-def _install_hint(packages: Iterable[str]) -> str:
+def install_hint(packages: Iterable[str]) -> str:
+    """The apt-get command that installs `packages`."""
     return f"sudo apt-get install --no-install-recommends {' '.join(packages)}"
 
 
@@ -182,22 +180,29 @@ def _pick(rng: np.random.Generator, files: list[Path], k: int) -> list[Path]:
     return [files[i] for i in sorted(rng.permutation(len(files))[:k])]
 
 
+def _class_items(
+    task: str, by_class: dict[str, list[Path]], confusable_groups: Iterable[set[str]], rng: np.random.Generator, per_class: int
+) -> list[_Item]:
+    """Up to `per_class` files of each answer class (picked by `rng`), as questions of `task`."""
+    pool = tuple(sorted(by_class))
+    confusable = _confusable_map(confusable_groups)
+    return [
+        _Item(
+            task, task, label, pool, confusable.get(label, frozenset()), partial(_read_file, f),
+            {"source": str(f), "package": PACKAGES[task]},
+        )
+        for label, files in sorted(by_class.items())
+        for f in _pick(rng, files, per_class)
+    ]
+
+
 def _instrument_items(rng: np.random.Generator, per_class: int) -> list[_Item]:
     by_family: dict[str, list[Path]] = {}
     for f in sorted(SONIC_PI_DIR.glob("*.flac")):
         family = INSTRUMENT_FAMILIES.get(f.name.split("_", 1)[0])
         if family:
             by_family.setdefault(family, []).append(f)
-    pool = tuple(sorted(by_family))
-    confusable = _confusable_map(INSTRUMENT_CONFUSABLE)
-    return [
-        _Item(
-            "instrument", "instrument", fam, pool, confusable.get(fam, frozenset()), partial(_read_file, f),
-            {"source": str(f), "package": PACKAGES["instrument"]},
-        )
-        for fam, files in sorted(by_family.items())
-        for f in _pick(rng, files, per_class)
-    ]
+    return _class_items("instrument", by_family, INSTRUMENT_CONFUSABLE, rng, per_class)
 
 
 def _system_class(stem: str) -> str | None:
@@ -217,16 +222,7 @@ def _system_sound_items(rng: np.random.Generator, per_class: int) -> list[_Item]
             continue
         seen.add(real)
         by_class.setdefault(label, []).append(real)
-    pool = tuple(sorted(by_class))
-    confusable = _confusable_map(SYSTEM_SOUND_CONFUSABLE)
-    return [
-        _Item(
-            "system-sound", "system-sound", label, pool, confusable.get(label, frozenset()), partial(_read_file, f),
-            {"source": str(f), "package": PACKAGES["system-sound"]},
-        )
-        for label, files in sorted(by_class.items())
-        for f in _pick(rng, files, per_class)
-    ]
+    return _class_items("system-sound", by_class, SYSTEM_SOUND_CONFUSABLE, rng, per_class)
 
 
 def flite_voices() -> list[str]:
@@ -312,24 +308,43 @@ def make_real(out_dir: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_C
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1, got {per_class}")
     out_dir = Path(out_dir)
+    have = _available_or_warn()
+    if have is None:
+        return None
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 7])  # 7: a stream of its own, apart from harken.data.synth's splits
+    voices = flite_voices() if have["flite"] else []
+    planned = _plan(rng, have, per_class, voices)
+    examples = _write_clips(out_dir, planned, rng)
+    path = out_dir / "test.jsonl"
+    write_jsonl(path, examples)
+    write_json_atomic(out_dir / "info.json", _info(examples, have, voices, seed, per_class))
+    logger.info("real audio: %d questions in %s (%.1f s)", len(examples), out_dir, time.perf_counter() - t0)
+    return path
+
+
+def _available_or_warn() -> dict[str, bool] | None:
+    """`available_sources()`, with a notice per missing package; None when none is available."""
     have = available_sources()
     where = {"instrument": SONIC_PI_DIR, "system-sound": FREEDESKTOP_DIR, "spoken-word": f"`{FLITE_BIN}` on PATH"}
     for task, package in PACKAGES.items():
         if not have[package]:
             logger.warning(
                 "real audio: %s is not installed (%s not found); skipping the %s questions. Install it with: %s",
-                package, where[task], task, _install_hint([package]),
+                package, where[task], task, install_hint([package]),
             )
     if not any(have.values()):
         logger.warning(
             "real audio: no source package is available, nothing written. Install them with: %s",
-            _install_hint(PACKAGES.values()),
+            install_hint(PACKAGES.values()),
         )
         return None
+    return have
 
-    t0 = time.perf_counter()
-    rng = np.random.default_rng([seed, 7])  # 7: a stream of its own, apart from harken.data.synth's splits
-    voices = flite_voices() if have["flite"] else []
+
+def _plan(rng: np.random.Generator, have: dict[str, bool], per_class: int, voices: list[str]) -> list[tuple[_Item, int]]:
+    """Every question and its correct position: balanced within each task, then the tasks mixed."""
     tasks: list[list[_Item]] = []
     if have["sonic-pi-samples"]:
         tasks.append(_instrument_items(rng, per_class))
@@ -337,14 +352,15 @@ def make_real(out_dir: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_C
         tasks.append(_system_sound_items(rng, per_class))
     if have["flite"]:
         tasks.append(_spoken_items(per_class, voices))
-
-    # Balance the correct position within each task, then mix the tasks.
     planned: list[tuple[_Item, int]] = []
     for items in tasks:
         positions = rng.permutation([j % N_CHOICES for j in range(len(items))])
         planned += list(zip(items, positions.tolist()))
-    planned = [planned[j] for j in rng.permutation(len(planned))]
+    return [planned[j] for j in rng.permutation(len(planned))]
 
+
+def _write_clips(out_dir: Path, planned: list[tuple[_Item, int]], rng: np.random.Generator) -> list[Example]:
+    """Decode and write each planned question's clip; a file that cannot be read is left out."""
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     for stale in audio_dir.glob("real-*.wav"):
@@ -368,9 +384,11 @@ def make_real(out_dir: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_C
         meta = {"task": item.task, "dataset": "debian-real", **item.meta}
         meta["clip_s"] = round(len(clip) / SAMPLE_RATE, 4)
         examples.append(Example(ex_id, rel, question, choices, item.answer, meta))
+    return examples
 
-    path = out_dir / "test.jsonl"
-    write_jsonl(path, examples)
+
+def _info(examples: list[Example], have: dict[str, bool], voices: list[str], seed: int, per_class: int) -> dict[str, Any]:
+    """info.json: the sources used, and the questions per task and per answer class."""
     counts: dict[str, int] = {t: sum(e.meta["task"] == t for e in examples) for t in PACKAGES}
     classes: dict[str, dict[str, int]] = {t: {} for t in PACKAGES}
     for e in examples:
@@ -387,51 +405,17 @@ def make_real(out_dir: str | Path, seed: int = 0, per_class: int = DEFAULT_PER_C
     }
     for task, package in PACKAGES.items():
         sources[package]["questions"] = counts[task]
-    write_json_atomic(
-        out_dir / "info.json",
-        {
-            "dataset": "debian-real",
-            "generator": "harken.data.realaudio",
-            "version": VERSION,
-            "seed": seed,
-            "per_class": per_class,
-            "sample_rate": SAMPLE_RATE,
-            "max_clip_s": MAX_CLIP_S,
-            "audio_format": "wav PCM_16 mono",
-            "audio_paths": "relative to this folder",
-            "sources": sources,
-            "counts": {**counts, "total": len(examples)},
-            "answers": {t: dict(sorted(c.items())) for t, c in classes.items()},
-        },
-    )
-    logger.info("real audio: %d questions in %s (%.1f s)", len(examples), out_dir, time.perf_counter() - t0)
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI.
-
-
-def _cmd_real(args: argparse.Namespace) -> int:
-    path = make_real(args.out, seed=args.seed, per_class=args.per_class)
-    if path is None:
-        print(f"no real-audio source installed; nothing written. Install with: {_install_hint(PACKAGES.values())}")
-        return 1
-    info = json.loads((path.parent / "info.json").read_text(encoding="utf-8"))
-    for task, n in info["counts"].items():
-        print(f"{task:14s} {n:5d}")
-    print(f"wrote {path} and {path.parent / 'audio'}/")
-    return 0
-
-
-def register(top: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
-    p = groups["data"].add_parser(
-        "real",
-        help="build the small real-audio test set from Debian packages",
-        description="Build a real-audio QA test set from sonic-pi-samples, sound-theme-freedesktop and flite "
-        "(whichever are installed).",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    p.add_argument("--per-class", type=int, default=DEFAULT_PER_CLASS, help="at most this many clips per answer class")
-    p.set_defaults(func=_cmd_real)
+    return {
+        "dataset": "debian-real",
+        "generator": "harken.data.realaudio",
+        "version": VERSION,
+        "seed": seed,
+        "per_class": per_class,
+        "sample_rate": SAMPLE_RATE,
+        "max_clip_s": MAX_CLIP_S,
+        "audio_format": "wav PCM_16 mono",
+        "audio_paths": "relative to this folder",
+        "sources": sources,
+        "counts": {**counts, "total": len(examples)},
+        "answers": {t: dict(sorted(c.items())) for t, c in classes.items()},
+    }

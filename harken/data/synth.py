@@ -2,9 +2,9 @@
 
 Owns: six toy skills whose answers can be read only from the audio, the balanced sampling of
 answers and answer positions, writing the clips (16 kHz mono, PCM_16 wav) and the canonical JSON
-lines of the train / test / warmup splits, and the `harken data synth` command. Does not own:
-real recordings (`harken.data.realaudio`), feature extraction (`harken.data.audio`), prompts
-(`harken.data.prompts`).
+lines of the train / test / warmup splits. Does not own: real recordings
+(`harken.data.realaudio`), feature extraction (`harken.data.audio`), prompts
+(`harken.data.prompts`), the `harken data synth` command (`harken.cli.data`).
 
 The skills (``meta["task"]``), each a comparison or a count a tiny encoder can learn from a mel
 spectrogram, with absolute values drawn at random so that only a comparison answers them:
@@ -37,8 +37,6 @@ in any folder.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import time
 import wave
@@ -49,7 +47,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from harken.data.records import Example
-
 from harken.io import iter_jsonl, write_json_atomic, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -484,33 +481,3 @@ def format_counts(counts: dict[str, dict[str, int]]) -> str:
     for split, row in counts.items():
         lines.append(split.ljust(8) + "".join(str(row.get(c, 0)).rjust(width + 1) for c in cols))
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI.
-
-
-def _cmd_synth(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
-    make_synthetic(
-        args.out, seed=args.seed, n_train=args.train, n_test=args.test, n_warmup=args.warmup, skills=args.skills
-    )
-    info = json.loads((Path(args.out) / "info.json").read_text(encoding="utf-8"))
-    print(format_counts(info["counts"]))
-    print(f"wrote {args.out}/{{train,test,warmup}}.jsonl, audio/ and info.json in {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-def register(top: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction]) -> None:
-    p = groups["data"].add_parser(
-        "synth",
-        help="generate the synthetic audio-QA splits (beeps, tones, sweeps)",
-        description="Generate deterministic synthetic audio questions: " + ", ".join(SKILLS) + ".",
-    )
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    p.add_argument("--train", type=int, default=DEFAULT_COUNTS["train"], help="training questions")
-    p.add_argument("--test", type=int, default=DEFAULT_COUNTS["test"], help="held-out test questions")
-    p.add_argument("--warmup", type=int, default=DEFAULT_COUNTS["warmup"], help="supervised warm-up questions")
-    p.add_argument("--skills", default=None, help=f"comma-separated subset of: {','.join(SKILLS)}")
-    p.set_defaults(func=_cmd_synth)

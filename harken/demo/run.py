@@ -16,11 +16,14 @@ modules; nothing here trains, scores or plots by itself:
     4. evaluation  base, SFT and GRPO on the held-out synthetic test split (in-domain) and the
                    real-audio set (out-of-domain: none of its tasks is trained), with
                    `harken.eval.run.run_benchmark` (benchmark jsonl, prompt 2, greedy) for all three
-    5. report      `harken.report.run_report.demo_report`: comparison tables, verdict, budget, curves,
+    5. report      `harken.demo.report.demo_report`: comparison tables, verdict, budget, curves,
                    index.html
 
 Everything the demo makes stays under --out. Sizes: `FULL` (a few minutes on 2 CPU cores) and
 `QUICK` (`--quick`, for the test suite: every stage runs, nothing is meant to learn).
+
+Does not own: training, evaluating and scoring (the modules named above), the report
+(`harken.demo.report`), the command line (`harken.cli.demo`).
 
 Deviations from the paper, by necessity of scale: a 0.26 M-parameter toy instead of an 8.2 B
 model, a supervised warm-up instead of instruction tuning, synthetic skills instead of AVQA, and
@@ -29,18 +32,17 @@ rates far above 1e-6 (a randomly initialised toy learns nothing at the paper's r
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import logging
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harken import __version__
-from harken.io import write_json_atomic
-
-log = logging.getLogger(__name__)
+from harken.io import iter_jsonl, write_json_atomic
+from harken.report.metrics import DEMO_FILE
 
 TEMPLATE = "prompt2"  # one prompt for the warm-up, both arms and every evaluation (the paper's best)
 
@@ -114,8 +116,6 @@ class _Stages:
 
 def _prepare_out(out: Path) -> None:
     """Start from a clean folder: the demo's own files of an earlier run are replaced, anything else refused."""
-    from harken.report.run_report import DEMO_FILE
-
     if out.exists() and any(out.iterdir()):
         if not (out / DEMO_FILE).is_file() and not (out / "demo.log").is_file():
             raise ValueError(
@@ -146,13 +146,12 @@ def make_data(out: Path, size: DemoSize, seed: int) -> dict[str, Any]:
         print(f"      {note}")
     else:
         info["real"] = str(real.relative_to(out))
-        print(f"      real audio: {_count_lines(real)} questions ({real})")
+        print(f"      real audio: {_count_items(real)} questions ({real})")
     return info
 
 
-def _count_lines(path: Path) -> int:
-    with open(path, encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
+def _count_items(path: Path) -> int:
+    return sum(1 for _ in iter_jsonl(path))
 
 
 def _dataset_texts(files: list[Path]) -> list[str]:
@@ -237,7 +236,7 @@ def train_arm(key: str, out: Path, model: Path, train_file: Path, val_file: Path
         "questions_per_step": per_step,
         "questions": steps * per_step,
         "completions": completions,
-        "val_items": min(cfg.run.eval_limit, _count_lines(val_file)) if cfg.run.eval_every else 0,
+        "val_items": min(cfg.run.eval_limit, _count_items(val_file)) if cfg.run.eval_every else 0,
         "wall_s": round(wall, 2),
         "settings": settings,
     }
@@ -280,6 +279,62 @@ def _budget_note(arms: dict[str, Any], n_train: int) -> str:
     )
 
 
+TITLE = "GRPO vs SFT for audio question answering, in miniature"
+QUESTION = (
+    "R1-AQA (arXiv 2503.11197) found that GRPO beats supervised fine-tuning when post-training "
+    "Qwen2-Audio-7B-Instruct on ~38k audio questions. Does the comparison hold for a toy "
+    "Qwen2-Audio trained for minutes on a CPU? Same base, same training questions, same "
+    "number of them, same prompt and greedy decoding at evaluation."
+)
+HONESTY_NOTE = (
+    "A toy of a quarter of a million parameters trained for minutes is not an 8 B model trained "
+    "for hours: the verdict above is what THIS run measured, reported as is, whichever arm it "
+    "favours. SFT is told the answer to every question; GRPO only learns from the rewards of its "
+    "own samples, which for a toy start out mostly wrong. The real-audio set asks about "
+    "instruments, system sounds and spoken words that no stage trained on: it tests whether an "
+    "arm can still pick among unfamiliar options, not a skill."
+)
+
+
+@contextlib.contextmanager
+def _demo_session(out: Path, threads: int) -> Iterator[None]:
+    """Log harken's messages to OUT/demo.log and use `threads` torch threads (0: leave as is); undone on exit."""
+    import torch
+
+    file_log = logging.FileHandler(out / "demo.log")
+    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    harken_log = logging.getLogger("harken")
+    harken_log.addHandler(file_log)
+    old_threads = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        harken_log.removeHandler(file_log)
+        file_log.close()
+
+
+def _train_and_evaluate(stages: _Stages, out: Path, size: DemoSize, seed: int) -> tuple[dict, dict, list]:
+    """Stages 1-4; returns (data, arms, evaluations) for demo.json."""
+    data = stages.run("data", "data: synthetic splits and real audio", lambda: make_data(out, size, seed))
+    init = stages.run("model", "model: toy Qwen2-Audio", lambda: build_model(out, data, seed))
+    syn = {k: out / p for k, p in data["synthetic"].items()}
+    arms: dict[str, Any] = {}
+    arms["warmup"] = stages.run("warmup", "base: supervised warm-up of the toy (the 'instruct' model)",
+                                lambda: train_arm("warmup", out, init, syn["warmup"], syn["test"], size, seed))
+    base = out / arms["warmup"]["model"]
+    arms["sft"] = stages.run("sft", "arm 1: SFT from the base",
+                             lambda: train_arm("sft", out, base, syn["train"], syn["test"], size, seed))
+    arms["grpo"] = stages.run("grpo", "arm 2: GRPO from the base",
+                              lambda: train_arm("grpo", out, base, syn["train"], syn["test"], size, seed))
+    models = {"base": base, "sft": out / arms["sft"]["model"], "grpo": out / arms["grpo"]["model"]}
+    evaluations = stages.run("eval", "evaluation: base, SFT and GRPO (prompt2, greedy)",
+                             lambda: evaluate(out, data, models, size))
+    return data, arms, evaluations
+
+
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, threads: int = 1) -> dict[str, Any]:
     """Run every stage; returns the stored results (also in OUT/demo.json) with the report's path.
 
@@ -292,53 +347,21 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
     """
     import torch
 
-    from harken.report.run_report import DEMO_FILE, curve_notes, demo_report, demo_tables, verdict
+    from harken.demo.report import curve_notes, demo_report, demo_tables, verdict
 
     out = Path(out).resolve()  # runs record absolute paths: the folder reads the same from anywhere
     size = QUICK if quick else FULL
     t_start = time.perf_counter()
     _prepare_out(out)
-    file_log = logging.FileHandler(out / "demo.log")
-    file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    harken_log = logging.getLogger("harken")
-    harken_log.addHandler(file_log)
-    old_threads = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    print(f"harken demo ({size.name}): GRPO vs SFT on audio QA, in miniature; everything goes to {out}/")
-    stages = _Stages(7)
-    try:
-        data = stages.run("data", "data: synthetic splits and real audio", lambda: make_data(out, size, seed))
-        init = stages.run("model", "model: toy Qwen2-Audio", lambda: build_model(out, data, seed))
-        syn = {k: out / p for k, p in data["synthetic"].items()}
-        arms: dict[str, Any] = {}
-        arms["warmup"] = stages.run("warmup", "base: supervised warm-up of the toy (the 'instruct' model)",
-                                    lambda: train_arm("warmup", out, init, syn["warmup"], syn["test"], size, seed))
-        base = out / arms["warmup"]["model"]
-        arms["sft"] = stages.run("sft", "arm 1: SFT from the base",
-                                 lambda: train_arm("sft", out, base, syn["train"], syn["test"], size, seed))
-        arms["grpo"] = stages.run("grpo", "arm 2: GRPO from the base",
-                                  lambda: train_arm("grpo", out, base, syn["train"], syn["test"], size, seed))
-        models = {"base": base, "sft": out / arms["sft"]["model"], "grpo": out / arms["grpo"]["model"]}
-        evaluations = stages.run("eval", "evaluation: base, SFT and GRPO (prompt2, greedy)",
-                                 lambda: evaluate(out, data, models, size))
+    with _demo_session(out, threads):
+        print(f"harken demo ({size.name}): GRPO vs SFT on audio QA, in miniature; everything goes to {out}/")
+        stages = _Stages(7)
+        data, arms, evaluations = _train_and_evaluate(stages, out, size, seed)
         demo = {
             "harken_version": __version__,
-            "title": "GRPO vs SFT for audio question answering, in miniature",
-            "question": (
-                "R1-AQA (arXiv 2503.11197) found that GRPO beats supervised fine-tuning when post-training "
-                "Qwen2-Audio-7B-Instruct on ~38k audio questions. Does the comparison hold for a toy "
-                "Qwen2-Audio trained for minutes on a CPU? Same base, same training questions, same "
-                "number of them, same prompt and greedy decoding at evaluation."
-            ),
-            "honesty_note": (
-                "A toy of a quarter of a million parameters trained for minutes is not an 8 B model trained "
-                "for hours: the verdict above is what THIS run measured, reported as is, whichever arm it "
-                "favours. SFT is told the answer to every question; GRPO only learns from the rewards of its "
-                "own samples, which for a toy start out mostly wrong. The real-audio set asks about "
-                "instruments, system sounds and spoken words that no stage trained on: it tests whether an "
-                "arm can still pick among unfamiliar options, not a skill."
-            ),
+            "title": TITLE,
+            "question": QUESTION,
+            "honesty_note": HONESTY_NOTE,
             "command": "harken demo" + (" --quick" if quick else "") + f" --seed {seed} --out {out}",
             "mode": size.name,
             "seed": seed,
@@ -350,17 +373,13 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
             "arms": arms,
             "evaluations": evaluations,
             "timings": dict(stages.timings),
+            "budget_note": _budget_note(arms, size.n_train),
         }
-        demo["budget_note"] = _budget_note(arms, size.n_train)
         write_json_atomic(out / DEMO_FILE, demo)
         page = stages.run("report", "report: tables, charts, index.html", lambda: demo_report(out))
         # The report of a later `harken report OUT` shows these too.
         demo["timings"] = {**stages.timings, "total": round(time.perf_counter() - t_start, 2)}
         write_json_atomic(out / DEMO_FILE, demo)
-    finally:
-        torch.set_num_threads(old_threads)
-        harken_log.removeHandler(file_log)
-        file_log.close()
     total = time.perf_counter() - t_start
     tables = demo_tables(out, demo)
     _print_summary(demo, tables, verdict(tables) + curve_notes(out, demo), page, total)
@@ -370,6 +389,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0, 
 def _print_summary(demo: dict[str, Any], tables: list[dict[str, Any]], verdicts: list[str], page: Path, total: float) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from harken.demo.report import accuracy_cells
 
     console = Console()
     console.print()
@@ -382,8 +403,7 @@ def _print_summary(demo: dict[str, Any], tables: list[dict[str, Any]], verdicts:
             rt.add_column("overall" if c == "avg" else c, justify="right", style="bold" if c == "avg" else None)
         rt.add_column("n", justify="right")
         for row in table["rows"]:
-            rt.add_row(row["name"], *[("-" if row["values"][c] is None else f"{row['values'][c]:.2f}")
-                                      for c in table["columns"]], str(row["n"]))
+            rt.add_row(row["name"], *accuracy_cells(row, table["columns"]), str(row["n"]))
         console.print(rt)
     for s in demo.get("skipped", []):
         console.print(f"[yellow]{s}[/yellow]")
@@ -392,45 +412,3 @@ def _print_summary(demo: dict[str, Any], tables: list[dict[str, Any]], verdicts:
         console.print("[bold]verdict[/bold]: " + v)
     console.print(f"report: {page} (open in a browser: file://{page.resolve()})")
     console.print(f"total time: {total:.1f} s ({total / 60:.1f} min)")
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    quiet: dict[logging.Handler, int] = {}
-    if not args.verbose:
-        # Keep the console to the stage headers, progress bars and the summary: the trainers'
-        # INFO lines still go to each run's train.log and to OUT/demo.log.
-        for h in logging.getLogger().handlers:
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                quiet[h] = h.level
-                h.setLevel(logging.WARNING)
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars, one per model load
-    try:
-        run_demo(args.out, quick=args.quick, seed=args.seed, threads=args.threads)
-    finally:
-        for h, level in quiet.items():
-            h.setLevel(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-    return 0
-
-
-def register(top, groups) -> None:
-    p = top.add_parser(
-        "demo",
-        help="GRPO vs SFT on audio QA in miniature, end to end on a CPU (~6 min; --quick: ~1 min)",
-        description=(
-            "Make offline data (synthetic skills + real audio from Debian packages), build a toy "
-            "Qwen2-Audio, warm it up into a base model, train an SFT arm and a GRPO arm from it on the "
-            "same questions, evaluate all three, and write a report (tables, charts, index.html)."
-        ),
-    )
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="demo folder (default: runs/demo)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: every stage runs in about a minute, nothing learns")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, model, data order and sampling (default: 0)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the toy gains nothing from more, and on 2 busy cores a second "
-                        "thread made steps ~3x slower; 0 = torch's default)")
-    p.set_defaults(func=_cmd_demo)

@@ -2,7 +2,8 @@
 
 Owns: batched greedy generation for a list of examples with a named prompt template (the same
 composed forward and decode loop as the GRPO rollouts, with G = 1), and validation accuracy.
-Does not own: scoring rules (`harken.eval.scoring`), result files (`harken.eval.run`).
+Does not own: scoring rules (`harken.eval.scoring`), running a benchmark (`harken.eval.run`),
+result files (`harken.eval.results`).
 """
 
 from __future__ import annotations

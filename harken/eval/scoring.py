@@ -1,11 +1,12 @@
 """Answer extraction and the benchmarks' word-match scoring rule.
 
 Owns: pulling the answer out of a model's raw output (`extract_answer`), the official
-MMAU / MMAR correctness rule (`is_correct`), and R1-AQA's exact-match accuracy reward
+MMAU / MMAR correctness rule (`is_correct`) and its one-line description in result files
+(`RULE`), and R1-AQA's exact-match accuracy reward
 (`answer_reward_exact`). Evaluation and the GRPO rewards both call these, so answer parsing
 exists in exactly one place. Pure Python, no torch, no I/O.
 
-Does not own: reading benchmark files, aggregating accuracies (`harken.eval.run`), or turning a
+Does not own: reading benchmark files, aggregating accuracies (`harken.eval.results`), or turning a
 correctness into a reward value with a weight (`harken.rl.rewards`).
 
 The rule (MMAU `evaluation.py`, Sakshi113/MMAU; MMAR `code/evaluation.py`, ddlBoJack/MMAR; the
@@ -32,6 +33,7 @@ from typing import Sequence
 from harken.data.prompts import LETTERS
 
 __all__ = [
+    "RULE",
     "WORD_PATTERN",
     "answer_reward_exact",
     "answer_span",
@@ -40,6 +42,12 @@ __all__ = [
     "letter_to_choice",
     "tokenize",
 ]
+
+# How results files describe `is_correct`: keep it in step with the rule.
+RULE = (
+    "official MMAU/MMAR word match: lowercase \\b\\w+\\b words; correct when the prediction has "
+    "every word of the answer and no word found only in a wrong choice; no word at all is wrong"
+)
 
 # The official scripts' word pattern; Python's `\w` is Unicode-aware, as theirs.
 WORD_PATTERN = re.compile(r"\b\w+\b")

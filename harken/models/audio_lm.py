@@ -50,6 +50,29 @@ class PromptBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    @staticmethod
+    def join(rows: Sequence[tuple["PromptBatch", int]], pad_id: int) -> "PromptBatch":
+        """The given (batch, row) prompts as one batch, left padded to the longest of them.
+
+        Equal to encoding those prompts together (`AudioLM.encode_prompts`): rows are right
+        aligned, so a row keeps its last `width` columns, and clips are padded to the window.
+        """
+        width = max(int(b.attention_mask[i].sum()) for b, i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (b, i) in enumerate(rows):
+            w = min(width, b.input_ids.shape[1])
+            ids[r, width - w :] = b.input_ids[i, -w:].cpu()
+            mask[r, width - w :] = b.attention_mask[i, -w:].cpu()
+        device = rows[0][0].input_ids.device
+        return PromptBatch(
+            ids.to(device),
+            mask.to(device),
+            torch.stack([b.input_features[i] for b, i in rows]),
+            torch.stack([b.feature_mask[i] for b, i in rows]),
+            [b.audio_token_counts[i] for b, i in rows],
+        )
+
 
 @dataclass
 class AudioLM:

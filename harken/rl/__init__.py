@@ -1,2 +1,3 @@
-"""Reinforcement learning: the pure loss math, rewards, and rollouts (sampling and completion log-probs).
+"""Reinforcement learning: the pure math (`masks`, `advantages`, `algorithm`), rewards, and
+rollouts (sampling and completion log-probs).
 """

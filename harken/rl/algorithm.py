@@ -1,10 +1,11 @@
-"""The GRPO math: group advantages, KL to the reference, importance ratios, the clipped policy loss
-and its aggregation over tokens, and the completion mask.
+"""The GRPO loss math: KL to the reference, importance ratios, the clipped policy loss and its
+aggregation over tokens.
 
 Owns: pure tensor functions only. Plain floats and names in, tensors out; no config objects, no
 models, no I/O, no device or distributed logic. Does not own: computing log-probs from logits
 (`harken.rl.rollout` / the trainer does the logit/label shift), rewards (`harken.rl.rewards`), choosing
-which variant to run (the config names it, the trainer passes the name through).
+which variant to run (the config names it, the trainer passes the name through), group
+advantages (`harken.rl.advantages`), the completion mask and masked means (`harken.rl.masks`).
 
 Shape vocabulary (used in every docstring below):
     B  prompts in the batch
@@ -13,7 +14,7 @@ Shape vocabulary (used in every docstring below):
     T  completion tokens (right-padded; `mask` says which are real)
 
 Every variant is picked BY NAME from a small registry (a dict of name -> function):
-    ADVANTAGE_ESTIMATORS  "grpo" | "dr_grpo"
+    ADVANTAGE_ESTIMATORS  "grpo" | "dr_grpo"   (in harken.rl.advantages)
     KL_ESTIMATORS         "k3" | "k1"
     RATIO_LEVELS          "token" | "sequence"
     LOSS_AGGREGATIONS     "seq_mean_token_mean" | "token_mean" | "seq_mean_token_sum_norm"
@@ -21,15 +22,7 @@ Callers look names up here (or call the public functions with the name); there a
 chains over variants in the trainer. A new variant is one function plus one registry entry.
 
 Textbook GRPO (DeepSeekMath, arXiv 2402.03300, as used by R1-AQA arXiv 2503.11197) and where this
-module differs from it, variant by variant:
-    1. Advantage "grpo" (DeepSeekMath): A_i = (r_i - mean_g) / (std_g + eps), std UNBIASED
-       (Bessel's correction, torch.std's default), eps = 1e-4 as in the R1-AQA release.
-       Deviation: a group whose rewards are all exactly equal gets advantage exactly 0 (the
-       floating-point mean of equal numbers need not equal them exactly); a group of size 1 has
-       std 0 instead of NaN.
-    2. Advantage "dr_grpo" (Dr.GRPO, "Understanding R1-Zero-Like Training", arXiv 2503.20783):
-       A_i = r_i - mean_g, no division by the std (which over-weights nearly-solved and
-       nearly-hopeless prompts).
+module differs from it, variant by variant (1-2, the advantages, are in `harken.rl.advantages`):
     3. KL "k3" (DeepSeekMath; Schulman's "Approximating KL divergence" k3):
        exp(ref - logp) - (ref - logp) - 1, per token, non-negative, unbiased for KL(pi || ref).
        "k1" = logp - ref is the naive estimator (can be negative per token), offered for ablations.
@@ -72,221 +65,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = [
-    "ADVANTAGE_ESTIMATORS",
-    "KL_ESTIMATORS",
-    "RATIO_LEVELS",
-    "LOSS_AGGREGATIONS",
-    "masked_mean",
-    "completion_mask_from_eos",
-    "group_advantages",
-    "group_stats",
-    "kl_penalty",
-    "importance_ratio",
-    "policy_loss",
-    "aggregate",
-    "grpo_loss",
-]
+from harken.rl.masks import check_same_shape, lookup, masked_mean, zero_masked
 
-
-# ----------------------------------------------------------------------------------------------
-# Helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _lookup(registry: dict[str, Callable], name: str, what: str) -> Callable:
-    """Return registry[name], or raise an error that lists the valid names."""
-    try:
-        return registry[name]
-    except KeyError:
-        valid = ", ".join(repr(k) for k in registry)
-        raise ValueError(f"unknown {what} {name!r}; expected one of: {valid}") from None
-
-
-def _check_same_shape(**tensors: Tensor) -> None:
-    """Raise a ValueError naming every argument's shape unless all shapes are equal."""
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if len(set(shapes.values())) > 1:
-        listed = ", ".join(f"{n}={s}" for n, s in shapes.items())
-        raise ValueError(f"shape mismatch: {listed}; all must be [N, T]")
-
-
-def _zero_masked(x: Tensor, mask: Tensor) -> Tensor:
-    """x where mask is True, 0 elsewhere.
-
-    Used on log-probs BEFORE any exp: padded positions may hold arbitrary values (even -inf), and
-    exp of those could overflow; `inf * 0` or a NaN in the unselected branch of a later
-    `torch.where` would then turn the loss or the gradient into NaN. Zeroing first makes every
-    masked position a harmless, gradient-free 0.
-    """
-    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
-
-
-def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Mean of `x` over the positions where `mask` is True.
-
-    Args:
-        x: values, any shape, e.g. [N, T].
-        mask: bool (or 0/1) tensor of the same shape as `x`.
-        dim: dimension to reduce; None reduces everything to a scalar.
-
-    Returns:
-        The masked mean: a scalar when `dim` is None, else `x`'s shape without `dim`
-        (e.g. [N] for dim=-1 on [N, T]). Where there is no unmasked element the result is 0
-        (not NaN), still attached to `x`'s graph.
-    """
-    mask = mask.bool()
-    if x.shape != mask.shape:
-        raise ValueError(f"masked_mean: x has shape {tuple(x.shape)} but mask has {tuple(mask.shape)}")
-    total = _zero_masked(x, mask).sum() if dim is None else _zero_masked(x, mask).sum(dim)
-    count = mask.sum() if dim is None else mask.sum(dim)
-    return total / count.clamp_min(1).to(total.dtype)
-
-
-# ----------------------------------------------------------------------------------------------
-# Completion mask: the ONE place it is computed
-# ----------------------------------------------------------------------------------------------
-
-
-def completion_mask_from_eos(tokens: Tensor, eos_ids: list[int], pad_id: int | None) -> tuple[Tensor, Tensor]:
-    """Which generated tokens belong to each completion, and which completions were cut off.
-
-    A completion ends at its first end-of-turn token, which is INCLUDED (the model must learn to
-    emit it); anything after it is masked. A row without any end-of-turn token was truncated (it
-    hit the token budget): its tokens are kept up to its last non-pad token, i.e. the trailing
-    right-padding is dropped (a pad id sampled mid-completion stays in, since it was generated).
-    `pad_id` may itself be one of `eos_ids` (Qwen2's `<|endoftext|>` is both): the first one then
-    counts as the end of the completion and is kept.
-
-    Args:
-        tokens: [N, T] integer ids of the generated tokens (no prompt), right-padded.
-        eos_ids: ids that end a completion (e.g. `<|im_end|>`, `<|endoftext|>`); at least one.
-        pad_id: id used for right-padding, or None when rows are never padded.
-
-    Returns:
-        mask: [N, T] bool, True on the tokens that count.
-        truncated: [N] bool, True for rows with no end-of-turn token.
-    """
-    if tokens.dim() != 2:
-        raise ValueError(f"completion_mask_from_eos: tokens must be [N, T], got shape {tuple(tokens.shape)}")
-    if len(eos_ids) == 0:
-        raise ValueError("completion_mask_from_eos: eos_ids is empty; pass at least one end-of-turn token id")
-    n, t = tokens.shape
-    if t == 0:  # nothing generated: no token counts, and no row ended properly
-        empty = torch.zeros(n, 0, dtype=torch.bool, device=tokens.device)
-        return empty, torch.ones(n, dtype=torch.bool, device=tokens.device)
-    pos = torch.arange(t, device=tokens.device)  # [T]
-    is_eos = torch.isin(tokens, torch.tensor(list(eos_ids), dtype=tokens.dtype, device=tokens.device))  # [N, T]
-    has_eos = is_eos.any(dim=1)  # [N]
-    # argmax returns the FIRST maximal index, i.e. the first eos; rows without one get T (keep all).
-    first_eos = torch.where(has_eos, is_eos.to(torch.int8).argmax(dim=1), t)  # [N]
-    eos_mask = pos[None, :] <= first_eos[:, None]  # [N, T]
-    if pad_id is None:
-        trunc_mask = torch.ones(n, t, dtype=torch.bool, device=tokens.device)
-    else:
-        non_pad = tokens != pad_id  # [N, T]
-        last_non_pad = (non_pad.long() * (pos[None, :] + 1)).amax(dim=1) - 1  # [N]; -1 for an all-pad row
-        trunc_mask = pos[None, :] <= last_non_pad[:, None]  # [N, T]
-    mask = torch.where(has_eos[:, None], eos_mask, trunc_mask)
-    return mask, ~has_eos
-
-
-# ----------------------------------------------------------------------------------------------
-# Advantages
-# ----------------------------------------------------------------------------------------------
-
-
-def _unbiased_std(grouped: Tensor) -> Tensor:
-    """[B, G] -> [B] std with Bessel's correction; 0 (not NaN) for groups of one."""
-    if grouped.shape[1] < 2:
-        return torch.zeros(grouped.shape[0], dtype=grouped.dtype, device=grouped.device)
-    return grouped.std(dim=1)  # correction=1, as the paper and the R1-AQA release
-
-
-def _grpo_advantages(grouped: Tensor, eps: float) -> Tensor:
-    """DeepSeekMath: (r - mean) / (std + eps), unbiased std. [B, G] -> [B, G]."""
-    mean = grouped.mean(dim=1, keepdim=True)  # [B, 1]
-    std = _unbiased_std(grouped)[:, None]  # [B, 1]
-    return (grouped - mean) / (std + eps)
-
-
-def _dr_grpo_advantages(grouped: Tensor, eps: float) -> Tensor:
-    """Dr.GRPO: r - mean, no std scaling (`eps` unused). [B, G] -> [B, G]."""
-    return grouped - grouped.mean(dim=1, keepdim=True)
-
-
-# name -> fn(rewards grouped [B, G], eps) -> advantages [B, G]
-ADVANTAGE_ESTIMATORS: dict[str, Callable[[Tensor, float], Tensor]] = {
-    "grpo": _grpo_advantages,
-    "dr_grpo": _dr_grpo_advantages,
-}
-
-
-def _grouped(rewards: Tensor, group_size: int) -> Tensor:
-    """[B*G] -> [B, G] with validation; integer rewards become float32."""
-    rewards = torch.as_tensor(rewards)
-    if not rewards.is_floating_point():
-        rewards = rewards.float()
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [B*G], got shape {tuple(rewards.shape)}")
-    if group_size < 1 or rewards.numel() % group_size != 0:
-        raise ValueError(
-            f"rewards has {rewards.numel()} entries, not a multiple of group_size={group_size}; "
-            "pass one reward per completion with the G completions of each prompt contiguous ([B*G])"
-        )
-    return rewards.view(-1, group_size)  # [B, G]
-
-
-def group_advantages(rewards: Tensor, group_size: int, method: str = "grpo", eps: float = 1e-4) -> Tensor:
-    """Group-relative advantage of every completion (one scalar per completion, used for all its tokens).
-
-    Args:
-        rewards: [B*G] scalar reward per completion; rows b*G .. b*G+G-1 are prompt b's group.
-            Must be finite (the rewards module resolves "no opinion" NaNs before this).
-        group_size: G, completions per prompt.
-        method: name in ADVANTAGE_ESTIMATORS: "grpo" ((r - mean) / (std + eps), unbiased std) or
-            "dr_grpo" (r - mean).
-        eps: added to the std in "grpo" (1e-4 as in the R1-AQA release).
-
-    Returns:
-        [B*G] advantages, same float dtype as `rewards` (float32 for integer rewards). A group whose
-        rewards are all exactly equal gets exactly 0 under every method.
-    """
-    estimator = _lookup(ADVANTAGE_ESTIMATORS, method, "advantage method")
-    grouped = _grouped(rewards, group_size)  # [B, G]
-    adv = estimator(grouped, eps)  # [B, G]
-    # r - mean is 0 in exact arithmetic for an all-equal group but not always in floating point.
-    all_equal = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)  # [B, 1]
-    adv = torch.where(all_equal, torch.zeros((), dtype=adv.dtype, device=adv.device), adv)
-    return adv.reshape(-1)  # [B*G]
-
-
-def group_stats(rewards: Tensor, group_size: int, atol: float = 1e-6) -> dict[str, Tensor]:
-    """Per-group reward statistics for logging and for DAPO-style dynamic sampling.
-
-    Args:
-        rewards: [B*G] scalar reward per completion, groups contiguous (as in `group_advantages`).
-        group_size: G, completions per prompt.
-        atol: rewards within `atol` of each other (max - min <= atol) count as all equal.
-
-    Returns:
-        dict of [B] tensors:
-            "mean": group mean reward;
-            "std": group std, unbiased (0 for G == 1);
-            "min", "max": group extremes;
-            "zero_variance": bool, True when the group's rewards are all equal (within `atol`):
-                such a group carries (almost) no advantage and no learning signal.
-    """
-    grouped = _grouped(rewards, group_size)  # [B, G]
-    mn = grouped.min(dim=1).values
-    mx = grouped.max(dim=1).values
-    return {
-        "mean": grouped.mean(dim=1),
-        "std": _unbiased_std(grouped),
-        "min": mn,
-        "max": mx,
-        "zero_variance": (mx - mn) <= atol,
-    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,8 +104,8 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") ->
         [N, T] per-token KL estimate; 0 where logprobs == ref_logprobs. Padded positions are NOT
         masked here (the caller masks, or zeroes them first as `grpo_loss` does).
     """
-    _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
-    return _lookup(KL_ESTIMATORS, estimator, "KL estimator")(logprobs, ref_logprobs)
+    check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+    return lookup(KL_ESTIMATORS, estimator, "KL estimator")(logprobs, ref_logprobs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -374,10 +154,10 @@ def importance_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor, level
         [N, T] ratio. Masked positions hold a finite placeholder (1 for "token", s_i for "sequence")
         with zero gradient; whatever `logprobs` held there does not matter.
     """
-    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
-    fn = _lookup(RATIO_LEVELS, level, "ratio level")
+    check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
+    fn = lookup(RATIO_LEVELS, level, "ratio level")
     mask = mask.bool()
-    return fn(_zero_masked(logprobs, mask), _zero_masked(old_logprobs, mask), mask)
+    return fn(zero_masked(logprobs, mask), zero_masked(old_logprobs, mask), mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,7 +200,7 @@ def policy_loss(
             "clip_frac" (their sum), "ratio_mean", "ratio_min", "ratio_max" (over unmasked tokens;
             min/max are 1 when there is none).
     """
-    _check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
+    check_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
     if advantages.shape != logprobs.shape[:1]:
         raise ValueError(
             f"advantages must be [N] with N = {logprobs.shape[0]} rows, got shape {tuple(advantages.shape)}"
@@ -433,7 +213,7 @@ def policy_loss(
     unclipped = -ratio * adv
     clipped = -torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * adv
     loss = torch.maximum(unclipped, clipped)  # -min(...) == max(-...)
-    loss = _zero_masked(loss, mask)
+    loss = zero_masked(loss, mask)
 
     with torch.no_grad():
         clip_low = (adv < 0) & (ratio < 1.0 - clip_eps_low) & mask
@@ -479,7 +259,7 @@ def _agg_seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, max_tokens: int | N
             "aggregation 'seq_mean_token_sum_norm' (Dr.GRPO) needs max_tokens > 0, the constant "
             f"per-completion token budget (e.g. max new tokens); got max_tokens={max_tokens}"
         )
-    return _zero_masked(loss, mask).sum() / (loss.shape[0] * max_tokens)
+    return zero_masked(loss, mask).sum() / (loss.shape[0] * max_tokens)
 
 
 # name -> fn(loss_per_token [N, T], mask [N, T] bool, max_tokens) -> scalar
@@ -515,8 +295,8 @@ def aggregate(
     Returns:
         Scalar loss.
     """
-    _check_same_shape(loss_per_token=loss_per_token, mask=mask)
-    fn = _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation")
+    check_same_shape(loss_per_token=loss_per_token, mask=mask)
+    fn = lookup(LOSS_AGGREGATIONS, mode, "loss aggregation")
     return fn(loss_per_token, mask.bool(), max_tokens)
 
 
@@ -574,9 +354,9 @@ def grpo_loss(
         ValueError: on mismatched shapes, unknown variant names, or kl_coef != 0 without ref_logprobs.
     """
     # Resolve every name first, so a typo fails before any work (and even when a branch is unused).
-    _lookup(KL_ESTIMATORS, kl_estimator, "KL estimator")
-    _lookup(RATIO_LEVELS, ratio_level, "ratio level")
-    _lookup(LOSS_AGGREGATIONS, agg_mode, "loss aggregation")
+    lookup(KL_ESTIMATORS, kl_estimator, "KL estimator")
+    lookup(RATIO_LEVELS, ratio_level, "ratio level")
+    lookup(LOSS_AGGREGATIONS, agg_mode, "loss aggregation")
     if ref_logprobs is None and kl_coef != 0:
         raise ValueError(
             f"kl_coef={kl_coef} but no ref_logprobs were given: compute the reference log-probs, "
@@ -595,9 +375,9 @@ def grpo_loss(
     loss_per_token = pg_loss
     kl = None
     if ref_logprobs is not None:
-        _check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
-        kl = kl_penalty(_zero_masked(logprobs, mask), _zero_masked(ref_logprobs, mask), kl_estimator)  # [N, T]
-        kl = _zero_masked(kl, mask)
+        check_same_shape(logprobs=logprobs, ref_logprobs=ref_logprobs)
+        kl = kl_penalty(zero_masked(logprobs, mask), zero_masked(ref_logprobs, mask), kl_estimator)  # [N, T]
+        kl = zero_masked(kl, mask)
         if kl_coef != 0:
             loss_per_token = pg_loss + kl_coef * kl
     loss = aggregate(loss_per_token, mask, agg_mode, max_tokens=max_tokens)
@@ -628,7 +408,7 @@ def microbatch_weight(mask: Tensor, rows: Tensor, mode: str) -> float:
         rows: [n] indices of the micro-batch's rows.
         mode: aggregation name (LOSS_AGGREGATIONS).
     """
-    _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation")
+    lookup(LOSS_AGGREGATIONS, mode, "loss aggregation")
     mask = mask.bool()
     if mode == "token_mean":
         total = mask.sum()

@@ -1,10 +1,10 @@
-"""`harken train grpo`: the GRPO loop for audio-language models.
+"""`harken train grpo`: the GRPO step for audio-language models.
 
 Owns: the order of a step, top to bottom:
     rollouts -> rewards -> advantages -> old/ref log-probs -> updates -> log -> validate/save.
 Everything it calls lives elsewhere: sampling and log-probs (`harken.rl.rollout`), rewards
-(`harken.rl.rewards`), the math (`harken.rl.algorithm`), models, optimizer, data stream, checkpoints
-and metrics (`harken.train.common`).
+(`harken.rl.rewards`), the math (`harken.rl.algorithm`); set-up, resume, the loop, validation,
+checkpoints and export are the shared skeleton (`harken.train.trainer`).
 
 Deviations from textbook GRPO, all named options (logged at start):
 - each group's prompt (and audio) is computed once and shared by its G completions
@@ -20,7 +20,6 @@ Deviations from textbook GRPO, all named options (logged at start):
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,33 +27,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harken.rl import algorithm
-from harken.eval.answers import accuracy, decode
-from harken.models.audio_lm import AudioLM, PromptBatch
-from harken.data.prompts import get_template
 from harken.data.records import Example
+from harken.eval.answers import decode
+from harken.models.audio_lm import PromptBatch
+from harken.rl import algorithm
+from harken.rl.advantages import group_advantages, group_stats
+from harken.rl.masks import completion_mask_from_eos
 from harken.rl.rewards import build_rewards, score
 from harken.rl.rollout import SamplingParams, completion_logprobs, generate
 from harken.schema import GRPOConfig
-from harken.train.common import (
-    Checkpoints,
-    DataStream,
-    MetricsLogger,
-    build_optimizer,
-    check_replicas_agree,
-    clip_and_step,
-    encoder_is_frozen,
-    export_final,
-    make_accelerator,
-    make_audio_loader,
-    prepare_model,
-    progress,
-    resolve_dataset,
-    resume_point,
-    start_run,
-    trainable_parameters,
-    truncate_metrics_after,
-)
+from harken.train.optim import clip_and_step
+from harken.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -83,46 +66,30 @@ def _pad_cat(tensors: list[torch.Tensor], value) -> torch.Tensor:
     return torch.cat([torch.nn.functional.pad(x, (0, t - x.shape[1]), value=value) for x in tensors])
 
 
-class GRPOTrainer:
-    def __init__(self, cfg: GRPOConfig):
-        self.cfg = cfg
-        self.acc = make_accelerator()
-        self.run_dir = start_run(cfg, self.acc, "grpo")
-        self.lm, self.ref = prepare_model(cfg.model, self.acc.device, need_reference=cfg.algo.kl_coef > 0)
-        self.template = get_template(cfg.prompt.template)
-        self.rewards = build_rewards(cfg.reward.rewards, self.template, cfg.reward.accuracy_rule)
-        train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed)
-        self.val = resolve_dataset(cfg.val, self.run_dir, cfg.run.seed)[: cfg.run.eval_limit] if cfg.val.path else []
-        self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
-        self.audio = make_audio_loader(self.lm, cfg.prompt)
-        self.params = trainable_parameters(self.lm)
-        self.frozen_encoder = encoder_is_frozen(self.lm)
-        self.optimizer, self.scheduler = build_optimizer(
-            self.params, cfg.optim, cfg.run.max_steps * cfg.algo.updates_per_batch
-        )
-        self.generator = torch.Generator(device=self.acc.device)
-        self.generator.manual_seed(cfg.run.seed * 1000 + self.acc.process_index)
-        self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p)
-        self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
-        self.step = 0
-        start = resume_point(cfg.run, self.run_dir)
-        if start is not None:
-            state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, self.generator, self.acc)
-            self.step = int(state["step"])
-            self.stream.load_state_dict(rank_state["data"])
-            if self.acc.is_main_process:
-                truncate_metrics_after(self.run_dir, self.step)
-            log.info("resumed from %s at step %d", start, self.step)
-        self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
-        self._log_setup(train)
+class GRPOTrainer(Trainer):
+    kind = "grpo"
+    postfix = {"reward": ("reward/total", ".3f"), "kl": ("kl", ".4f")}
 
-    def _log_setup(self, train: list[Example]) -> None:
+    def __init__(self, cfg: GRPOConfig):
+        super().__init__(cfg, need_reference=cfg.algo.kl_coef > 0)
+        self.rewards = build_rewards(cfg.reward.rewards, self.template, cfg.reward.accuracy_rule)
+        self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p)
+
+    def scheduler_steps(self) -> int:
+        return self.max_steps * self.cfg.algo.updates_per_batch
+
+    def make_generator(self) -> torch.Generator:
+        generator = torch.Generator(device=self.acc.device)
+        generator.manual_seed(self.cfg.run.seed * 1000 + self.acc.process_index)
+        return generator
+
+    def log_setup(self) -> None:
         c = self.cfg
         n_train = sum(p.numel() for p in self.params)
         log.info(
             "GRPO: %s (%s), %d trainable parameters%s%s; %d training questions; %d process(es)",
             c.model.path, self.lm.family.name, n_train, ", LoRA" if c.model.lora else "",
-            ", encoder frozen" if self.frozen_encoder else "", len(train), self.acc.num_processes,
+            ", encoder frozen" if self.frozen_encoder else "", self.n_train, self.acc.num_processes,
         )
         log.info(
             "estimators: advantage=%s kl=%s(coef %g) ratio=%s clip=[%g, %g] agg=%s mu=%d prefix_sharing=%s "
@@ -150,24 +117,24 @@ class GRPOTrainer:
         self.lm.model.train()
         texts = decode(self.lm, ids)
         rewards, logs = score(self.rewards, texts, [ex for ex in examples for _ in range(g)])
-        return wave, encoded, batch, ids, texts, rewards, logs
+        return encoded, batch, ids, texts, rewards, logs
 
     def collect(self) -> RolloutBatch:
         c = self.cfg.rollout
         g, need = c.group_size, c.prompts_per_step
-        keep: list[tuple] = []  # (example, wave, encoded part, ids [G, T], texts, rewards [G])
+        keep: list[tuple] = []  # (example, (prompt batch, row), encoded part, ids [G, T], texts, rewards [G])
         spare: list[tuple] = []
         sampled_groups = zero_groups = 0
         logs_acc: list[dict[str, float]] = []
         rounds = 0
         while len(keep) < need:
             examples = self.stream.take(need - len(keep))
-            wave, encoded, batch, ids, texts, rewards, logs = self._sample_groups(examples)
+            encoded, batch, ids, texts, rewards, logs = self._sample_groups(examples)
             logs_acc.append(logs)
-            zero = algorithm.group_stats(rewards, g)["zero_variance"]
+            zero = group_stats(rewards, g)["zero_variance"]
             parts = torch.split(encoded, batch.audio_token_counts) if encoded is not None else [None] * len(examples)
             for i, ex in enumerate(examples):
-                group = (ex, wave[i], parts[i], ids[i * g : (i + 1) * g], texts[i * g : (i + 1) * g], rewards[i * g : (i + 1) * g])
+                group = (ex, (batch, i), parts[i], ids[i * g : (i + 1) * g], texts[i * g : (i + 1) * g], rewards[i * g : (i + 1) * g])
                 sampled_groups += 1
                 zero_groups += int(zero[i])
                 (spare if (c.dynamic_sampling and zero[i]) else keep).append(group)
@@ -176,17 +143,16 @@ class GRPOTrainer:
                 break
         keep = (keep + spare)[:need]  # top up with zero-variance groups if resampling ran out
         examples = [k[0] for k in keep]
-        prompts = self.lm.encode_prompts([self.template.render(ex) for ex in examples], [k[1] for k in keep])
-        prompts = prompts.to(self.acc.device)
+        prompts = PromptBatch.join([k[1] for k in keep], self.lm.pad_id)  # the rollouts' prompts, not encoded again
         encoded = torch.cat([k[2] for k in keep]) if self.frozen_encoder else None
         ids = _pad_cat([k[3] for k in keep], self.lm.pad_id)
         texts = [t for k in keep for t in k[4]]
         rewards = torch.cat([k[5] for k in keep])
-        mask, truncated = algorithm.completion_mask_from_eos(ids, self.lm.eos_ids, self.lm.pad_id)
+        mask, truncated = completion_mask_from_eos(ids, self.lm.eos_ids, self.lm.pad_id)
         if c.mask_truncated:
             mask = mask & ~truncated[:, None]
-        adv = algorithm.group_advantages(rewards, g, self.cfg.algo.advantage, self.cfg.algo.adv_eps)
-        gstats = algorithm.group_stats(rewards, g)
+        adv = group_advantages(rewards, g, self.cfg.algo.advantage, self.cfg.algo.adv_eps)
+        gstats = group_stats(rewards, g)
         reward_logs = {k: float(np.nanmean([d[k] for d in logs_acc])) for k in logs_acc[0]}
         stats = {
             "reward/total": float(rewards.mean()),
@@ -245,45 +211,22 @@ class GRPOTrainer:
         keys = {k for _, m in parts for k in m}
         return {k: sum(w * m.get(k, 0.0) for w, m in parts) for k in keys}
 
-    # --- the loop ----------------------------------------------------------------------------------
-    def train(self) -> Path:
+    # --- one step ---------------------------------------------------------------------------------
+    def train_step(self) -> tuple[dict[str, float], RolloutBatch]:
         c = self.cfg
-        bar = progress(c.run.max_steps, self.step, c.run.progress and self.acc.is_main_process, "grpo")
-        while self.step < c.run.max_steps:
-            t0 = time.perf_counter()
-            rollouts = [self.collect() for _ in range(c.optim.grad_accum)]  # 1-3
-            t_roll = time.perf_counter() - t0
-            for rb in rollouts:  # 4
-                self.score_logprobs(rb)
-            loss_logs: list[dict[str, float]] = []
-            grad_norms = []
-            for _ in range(c.algo.updates_per_batch):  # 5
-                for rb in rollouts:
-                    loss_logs.append(self.backward(rb, 1.0 / len(rollouts)))
-                grad_norms.append(clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc))
-            self.step += 1
-            dt = time.perf_counter() - t0
-            metrics = self._step_metrics(rollouts, loss_logs, grad_norms, dt, t_roll)  # 6
-            if self.step % c.run.log_every == 0 or self.step == c.run.max_steps:
-                self.metrics.log(self.step, metrics)
-            if c.run.sample_every and (self.step % c.run.sample_every == 0 or self.step == 1):
-                self._log_samples(rollouts[0])
-            if c.run.eval_every and self.val and self.step % c.run.eval_every == 0:  # 7
-                self.validate()
-            if c.run.save_every and self.step % c.run.save_every == 0 and self.step < c.run.max_steps:
-                self.save()
-            bar.set_postfix(reward=f"{metrics['reward/total']:.3f}", kl=f"{metrics.get('kl', 0):.4f}")
-            bar.update(1)
-        bar.close()
-        if c.run.eval_every and self.val and self.step % c.run.eval_every != 0:
-            self.validate()
-        self.save()
-        check_replicas_agree(self.lm, self.acc)
-        self.audio.warn_long()
-        final = export_final(self.lm, self.run_dir, c.run.export_merged, self.acc)
-        self.metrics.close()
-        log.info("done: %d steps; final model in %s", self.step, final)
-        return final
+        t0 = time.perf_counter()
+        rollouts = [self.collect() for _ in range(c.optim.grad_accum)]  # 1-3
+        t_roll = time.perf_counter() - t0
+        for rb in rollouts:  # 4
+            self.score_logprobs(rb)
+        loss_logs: list[dict[str, float]] = []
+        grad_norms = []
+        for _ in range(c.algo.updates_per_batch):  # 5
+            for rb in rollouts:
+                loss_logs.append(self.backward(rb, 1.0 / len(rollouts)))
+            grad_norms.append(clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc))
+        dt = time.perf_counter() - t0
+        return self._step_metrics(rollouts, loss_logs, grad_norms, dt, t_roll), rollouts[0]  # 6
 
     def _step_metrics(self, rollouts, loss_logs, grad_norms, dt, t_roll) -> dict[str, float]:
         m: dict[str, float] = {}
@@ -302,16 +245,12 @@ class GRPOTrainer:
             "time/rollout_s": t_roll,
             "throughput/completion_tokens_per_s": tokens / dt,
         })
-        if self.acc.num_processes > 1:
-            keys = sorted(m)
-            t = torch.tensor([m[k] for k in keys], dtype=torch.float64, device=self.acc.device)
-            t = self.acc.reduce(t, "mean")
-            m = dict(zip(keys, t.tolist()))
+        m = self.global_reduce(m, "mean")
         if "reward/accuracy" in m:
             m["accuracy"] = m["reward/accuracy"]
         return m
 
-    def _log_samples(self, rb: RolloutBatch) -> None:
+    def log_samples(self, rb: RolloutBatch) -> None:
         g = self.cfg.rollout.group_size
         rows = [
             {"id": rb.examples[i // g].id, "question": rb.examples[i // g].question, "answer": rb.examples[i // g].answer,
@@ -319,20 +258,6 @@ class GRPOTrainer:
             for i in range(min(len(rb.texts), 2 * g))
         ]
         self.metrics.log_samples(self.step, rows)
-
-    def validate(self) -> dict[str, float]:
-        res: dict[str, float] = {}
-        if self.acc.is_main_process:
-            res = accuracy(self.lm, self.val, self.template, self.audio.load, self.cfg.run.eval_batch_size,
-                           self.cfg.run.eval_max_new_tokens)
-            self.metrics.log(self.step, {f"val/accuracy{'' if k == 'all' else '/' + k}": v for k, v in res.items()})
-            log.info("step %d: validation accuracy %.3f", self.step, res.get("all", math.nan))
-        self.acc.wait_for_everyone()
-        return res
-
-    def save(self) -> Path:
-        return self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": "grpo"},
-                               {"data": self.stream.state_dict()}, self.generator, self.acc)
 
 
 def train_grpo(cfg: GRPOConfig) -> Path:

@@ -7,10 +7,11 @@ The input layout and the loss mask are built in exactly one place (`build_sft_ba
 shift from "positions" to "the positions that predict the target" happens in exactly one place
 (`target_logits`).
 
-Everything else is shared with GRPO and lives in `harken.train.common`: processes (accelerate),
-loading the model (full or LoRA, encoder frozen or not, fp32 / bf16), optimizer and schedule,
-gradient averaging and clipping, the resumable data stream, audio loading, atomic checkpoints and
-resume, metrics (metrics.jsonl, tb/, samples.jsonl), the progress bar and the final export. The
+Everything else is shared with GRPO (`harken.train.trainer` and the modules it calls):
+processes (accelerate), loading the model (full or LoRA, encoder frozen or not, fp32 / bf16),
+optimizer and schedule, gradient averaging and clipping, the resumable data stream, audio
+loading, atomic checkpoints and resume, metrics (metrics.jsonl, tb/, samples.jsonl), the progress
+bar, validation and the final export. The
 forward is composed from the same pieces as `harken.rl.rollout` (`AudioLM.embed_prompts`,
 `embed_tokens`, `text_forward`, `lm_head`, `rollout.prompt_positions`, `rollout.token_logprobs`);
 validation is `harken.eval.answers.accuracy`, the same greedy decoding and scoring as evaluation.
@@ -41,32 +42,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harken.eval.answers import accuracy, generate_texts
+from harken.data.prompts import PromptTemplate
+from harken.data.records import Example
+from harken.eval.answers import generate_texts
 from harken.models.audio_lm import AudioLM, PromptBatch
 from harken.models.families import IM_END
-from harken.data.prompts import PromptTemplate, get_template
-from harken.data.records import Example
 from harken.rl.rollout import prompt_positions, token_logprobs
 from harken.schema import SFTConfig
-from harken.train.common import (
-    Checkpoints,
-    DataStream,
-    MetricsLogger,
-    build_optimizer,
-    check_replicas_agree,
-    clip_and_step,
-    encoder_is_frozen,
-    export_final,
-    make_accelerator,
-    make_audio_loader,
-    prepare_model,
-    progress,
-    resolve_dataset,
-    resume_point,
-    start_run,
-    trainable_parameters,
-    truncate_metrics_after,
-)
+from harken.train.optim import clip_and_step
+from harken.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -183,39 +167,24 @@ def total_steps(max_steps: int, epochs: float, n_train: int, batch_size: int, gr
     return max(1, math.ceil(epochs * n_train / (batch_size * grad_accum * processes)))
 
 
-class SFTTrainer:
-    def __init__(self, cfg: SFTConfig):
-        self.cfg = cfg
-        self.acc = make_accelerator()
-        self.run_dir = start_run(cfg, self.acc, "sft")
-        self.lm, _ = prepare_model(cfg.model, self.acc.device, need_reference=False)
-        self.template = get_template(cfg.prompt.template)
-        train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed)
-        self.n_train = len(train)
-        self.val = resolve_dataset(cfg.val, self.run_dir, cfg.run.seed)[: cfg.run.eval_limit] if cfg.val.path else []
-        self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
-        self.audio = make_audio_loader(self.lm, cfg.prompt)
-        self.params = trainable_parameters(self.lm)
-        self.frozen_encoder = encoder_is_frozen(self.lm)
-        t = cfg.train
-        self.max_steps = total_steps(cfg.run.max_steps, t.epochs, len(train), t.batch_size, cfg.optim.grad_accum,
-                                     self.acc.num_processes)
-        self.optimizer, self.scheduler = build_optimizer(self.params, cfg.optim, self.max_steps)
-        self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
-        self.step = 0
-        start = resume_point(cfg.run, self.run_dir)
-        if start is not None:
-            state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, None, self.acc)
-            self.step = int(state["step"])
-            self.stream.load_state_dict(rank_state["data"])
-            if self.acc.is_main_process:
-                truncate_metrics_after(self.run_dir, self.step)
-            log.info("resumed from %s at step %d", start, self.step)
-        self.resumed = start is not None
-        self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
-        self._log_setup()
+class SFTTrainer(Trainer):
+    kind = "sft"
+    postfix = {"loss": ("loss", ".4f"), "tok_acc": ("token_accuracy", ".3f")}
 
-    def _log_setup(self) -> None:
+    def __init__(self, cfg: SFTConfig):
+        super().__init__(cfg, need_reference=False)
+
+    def total_steps(self) -> int:
+        c = self.cfg
+        return total_steps(c.run.max_steps, c.train.epochs, self.n_train, c.train.batch_size, c.optim.grad_accum,
+                           self.acc.num_processes)
+
+    def before_loop(self) -> None:
+        c = self.cfg
+        if c.train.eval_before and c.run.eval_every and self.val and not self.resumed:
+            self.validate()
+
+    def log_setup(self) -> None:
         c = self.cfg
         n_params = sum(p.numel() for p in self.params)
         log.info(
@@ -242,13 +211,6 @@ class SFTTrainer:
             out.append(build_sft_batch(self.lm, self.template, examples, wave).to(self.acc.device))
         return out
 
-    def global_sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over processes (identity with one process)."""
-        if self.acc.num_processes == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.acc.device)
-        return self.acc.reduce(t, "sum").tolist()
-
     # --- 2. forward / backward -------------------------------------------------------------------
     def backward(self, batch: SFTBatch, num_tokens: float) -> tuple[float, float]:
         """Backpropagate this micro-batch's share of the step loss.
@@ -266,59 +228,35 @@ class SFTTrainer:
             correct = float(((logits.argmax(-1) == batch.target_ids) & batch.target_mask).sum())
         return nll, correct
 
-    # --- the loop --------------------------------------------------------------------------------
-    def train(self) -> Path:
+    # --- one step ---------------------------------------------------------------------------------
+    def train_step(self) -> tuple[dict[str, float], SFTBatch]:
         c = self.cfg
-        if c.train.eval_before and c.run.eval_every and self.val and not self.resumed:
-            self.validate()
-        bar = progress(self.max_steps, self.step, c.run.progress and self.acc.is_main_process, "sft")
-        while self.step < self.max_steps:
-            t0 = time.perf_counter()
-            batches = self.next_batches()  # 1
-            local = [float(sum(b.num_target_tokens for b in batches)),
-                     float(sum(int(b.attention_mask.sum()) for b in batches))]
-            n_target, n_tokens = self.global_sum(local)
-            lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
-            nll = correct = 0.0
-            for b in batches:  # 2
-                part_nll, part_correct = self.backward(b, n_target / self.acc.num_processes)
-                nll, correct = nll + part_nll, correct + part_correct
-            grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc)  # 3
-            self.step += 1
-            nll, correct = self.global_sum([nll, correct])
-            dt = time.perf_counter() - t0
-            metrics = {  # 4
-                "loss": nll / n_target,
-                "token_accuracy": correct / n_target,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "time/step_s": dt,
-                "throughput/tokens_per_s": n_tokens / dt,
-                "throughput/target_tokens_per_s": n_target / dt,
-                "epoch": self.step * c.train.batch_size * c.optim.grad_accum * self.acc.num_processes / self.n_train,
-            }
-            if self.step % c.run.log_every == 0 or self.step == self.max_steps:
-                self.metrics.log(self.step, metrics)
-            if c.run.sample_every and (self.step % c.run.sample_every == 0 or self.step == 1):
-                self._log_samples(batches[0])
-            if c.run.eval_every and self.val and self.step % c.run.eval_every == 0:  # 5
-                self.validate()
-            if c.run.save_every and self.step % c.run.save_every == 0 and self.step < self.max_steps:
-                self.save()
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_acc=f"{metrics['token_accuracy']:.3f}")
-            bar.update(1)
-        bar.close()
-        if c.run.eval_every and self.val and self.step % c.run.eval_every != 0:
-            self.validate()
-        self.save()
-        check_replicas_agree(self.lm, self.acc)
-        self.audio.warn_long()
-        final = export_final(self.lm, self.run_dir, c.run.export_merged, self.acc)
-        self.metrics.close()
-        log.info("done: %d steps; final model in %s", self.step, final)
-        return final
+        t0 = time.perf_counter()
+        batches = self.next_batches()  # 1
+        local = {"target": float(sum(b.num_target_tokens for b in batches)),
+                 "tokens": float(sum(int(b.attention_mask.sum()) for b in batches))}
+        counts = self.global_reduce(local, "sum")
+        n_target = counts["target"]
+        lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
+        nll = correct = 0.0
+        for b in batches:  # 2
+            part_nll, part_correct = self.backward(b, n_target / self.acc.num_processes)
+            nll, correct = nll + part_nll, correct + part_correct
+        grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc)  # 3
+        sums = self.global_reduce({"nll": nll, "correct": correct}, "sum")
+        dt = time.perf_counter() - t0
+        return {  # 4
+            "loss": sums["nll"] / n_target,
+            "token_accuracy": sums["correct"] / n_target,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "time/step_s": dt,
+            "throughput/tokens_per_s": counts["tokens"] / dt,
+            "throughput/target_tokens_per_s": n_target / dt,
+            "epoch": (self.step + 1) * c.train.batch_size * c.optim.grad_accum * self.acc.num_processes / self.n_train,
+        }, batches[0]
 
-    def _log_samples(self, batch: SFTBatch, n: int = 4) -> None:
+    def log_samples(self, batch: SFTBatch, n: int = 4) -> None:
         """Greedy answers of the model for a few of this step's examples, beside their targets."""
         if not self.acc.is_main_process:
             return
@@ -328,20 +266,6 @@ class SFTTrainer:
         rows = [{"id": ex.id, "question": ex.question, "answer": ex.answer,
                  "target": self.template.render_target(ex), "completion": out} for ex, out in zip(examples, outs)]
         self.metrics.log_samples(self.step, rows)
-
-    def validate(self) -> dict[str, float]:
-        res: dict[str, float] = {}
-        if self.acc.is_main_process:
-            res = accuracy(self.lm, self.val, self.template, self.audio.load, self.cfg.run.eval_batch_size,
-                           self.cfg.run.eval_max_new_tokens)
-            self.metrics.log(self.step, {f"val/accuracy{'' if k == 'all' else '/' + k}": v for k, v in res.items()})
-            log.info("step %d: validation accuracy %.3f", self.step, res.get("all", math.nan))
-        self.acc.wait_for_everyone()
-        return res
-
-    def save(self) -> Path:
-        return self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": "sft"},
-                               {"data": self.stream.state_dict()}, None, self.acc)
 
 
 def train_sft(cfg: SFTConfig) -> Path:

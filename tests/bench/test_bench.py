@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harken.bench import harness as bench
+from harken.bench.flops import Arch, step_flops
+from harken.bench.memory import SavedTensorMeter
+from harken.bench.workload import BenchConfig, build_model, run_generation, run_policy, run_reference, setup
 from harken.cli import main
-from harken.models.families import QWEN2_AUDIO
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +63,9 @@ def test_bench_paths_agree(toy_result):
 def test_flop_formula_matches_torch_counter(family, freezes):
     """The analytic count without attention products == FlopCounterMode (which does not see the
     fused CPU attention kernel), for every phase and both paths."""
-    cfg = bench.BenchConfig(size="toy", family=family, clip_seconds=1.3, group_size=2, completion_tokens=3, prompts=2)
-    w = bench.setup(cfg)
-    arch = bench.Arch.from_config(w.lm.model.config, w.lm.family)
+    cfg = BenchConfig(size="toy", family=family, clip_seconds=1.3, group_size=2, completion_tokens=3, prompts=2)
+    w = setup(cfg)
+    arch = Arch.from_config(w.lm.model.config, w.lm.family)
     frames = [int(x) for x in w.batch.feature_mask.sum(-1)]
     for freeze in freezes:
         if freeze:
@@ -73,18 +74,18 @@ def test_flop_formula_matches_torch_counter(family, freezes):
                 if name.startswith(w.lm.family.encoder_modules):
                     p.requires_grad_(False)
         for shared in (True, False):
-            expected = bench.step_flops(arch, prompts=2, group_size=2, prompt_width=w.batch.input_ids.shape[1],
-                                        completion_tokens=3, valid_frames=frames, shared=shared,
-                                        freeze_encoder=freeze, attention=False)
+            expected = step_flops(arch, prompts=2, group_size=2, prompt_width=w.batch.input_ids.shape[1],
+                                  completion_tokens=3, valid_frames=frames, shared=shared,
+                                  freeze_encoder=freeze, attention=False)
             counted = {}
             with FlopCounterMode(display=False) as fc:
-                _, encoded = bench.run_generation(w, shared, 0)
+                _, encoded = run_generation(w, shared, 0)
             counted["generation"] = fc.get_total_flops()
             with FlopCounterMode(display=False) as fc:
-                ref = bench.run_reference(w, shared, encoded)
+                ref = run_reference(w, shared, encoded)
             counted["reference"] = fc.get_total_flops()
             with FlopCounterMode(display=False) as fc:
-                bench.run_policy(w, shared, encoded, ref)
+                run_policy(w, shared, encoded, ref)
             counted["policy"] = fc.get_total_flops()
             w.optimizer.zero_grad(set_to_none=True)
             for phase, n in counted.items():
@@ -94,7 +95,7 @@ def test_flop_formula_matches_torch_counter(family, freezes):
 def test_saved_tensor_meter_counts_live_storage_once():
     w = torch.randn(64, 64, requires_grad=True)
     x = torch.randn(256, 64)  # 64 KiB
-    meter = bench.SavedTensorMeter(exclude=[w])
+    meter = SavedTensorMeter(exclude=[w])
     with meter.track():
         h = torch.tanh(x @ w)  # saves x (64 KiB, w is excluded) and tanh's output (64 KiB)
         y = (h * h).sum()  # saves h twice: one storage
@@ -104,26 +105,6 @@ def test_saved_tensor_meter_counts_live_storage_once():
     assert meter.current == 0
 
 
-def test_7b_config_has_the_real_sizes():
-    cfg = bench.qwen2_audio_7b_config()
-    a, t = cfg.audio_config, cfg.text_config
-    assert (a.d_model, a.encoder_layers, a.encoder_attention_heads, a.encoder_ffn_dim) == (1280, 32, 20, 5120)
-    assert (a.max_source_positions, a.num_mel_bins) == (1500, 128)
-    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads) == (4096, 32, 32, 32)
-    assert (t.intermediate_size, t.vocab_size) == (11008, 156032)
-    assert t.rope_parameters["rope_theta"] == 10000
-
-
-def test_7b_builds_entirely_on_the_target_device():
-    """On the meta device (nothing allocated): every tensor is created under the device context,
-    so on CUDA nothing is initialised on the CPU; 8.4 B parameters, as Qwen2-Audio-7B."""
-    model = bench.model_from_config(bench.qwen2_audio_7b_config(), QWEN2_AUDIO, "meta", torch.bfloat16)
-    tensors = list(model.parameters()) + list(model.buffers())
-    assert {t.device.type for t in tensors} == {"meta"}
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    assert 8.3e9 < sum(p.numel() for p in model.parameters()) < 8.5e9
-
-
 def test_7b_refuses_cpu():
     with pytest.raises(ValueError, match="--device cuda"):
-        bench.build_model(bench.BenchConfig(size="7b", device="cpu"))
+        build_model(BenchConfig(size="7b", device="cpu"))

@@ -26,7 +26,8 @@ import pytest
 import soundfile as sf
 import soxr
 
-from harken.data import avqa
+from harken.data import avqa, split, stats
+from harken.data.readers import load_examples
 from harken.data.records import Example
 from harken.io import iter_jsonl
 
@@ -154,7 +155,7 @@ def cli_main(monkeypatch):
     """`harken.cli.main` with only the data commands (the model modules import torch: slow)."""
     from harken import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["harken.cli.data"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (cli.data,))
     return cli.main
 
 
@@ -368,12 +369,12 @@ def _synthetic(tmp_path: Path, n_clips: int = 30) -> Path:
 def test_split_keeps_clips_together_and_is_deterministic(tmp_path, capsys, cli_main):
     main = cli_main
     ds = _synthetic(tmp_path)
-    examples = avqa.load_examples(ds)
-    train, val = avqa.split_by_clip(examples, val=10, seed=3)
+    examples = load_examples(ds)
+    train, val = split.split_by_clip(examples, val=10, seed=3)
     assert len(val) >= 10 and len(train) + len(val) == len(examples)
     assert not {e.meta["video_name"] for e in train} & {e.meta["video_name"] for e in val}
-    assert [e.id for e in avqa.split_by_clip(examples, 10, 3)[1]] == [e.id for e in val]
-    assert [e.id for e in avqa.split_by_clip(examples, 10, 4)[1]] != [e.id for e in val]
+    assert [e.id for e in split.split_by_clip(examples, 10, 3)[1]] == [e.id for e in val]
+    assert [e.id for e in split.split_by_clip(examples, 10, 4)[1]] != [e.id for e in val]
     # Whole groups are added only until the target is reached.
     biggest = max(sum(1 for e in examples if e.meta["video_name"] == v) for v in {e.meta["video_name"] for e in val})
     assert len(val) < 10 + biggest
@@ -388,22 +389,22 @@ def test_split_keeps_clips_together_and_is_deterministic(tmp_path, capsys, cli_m
     assert main(["data", "split", str(tmp_path / "train.jsonl"), "--val", "5"]) == 1
     assert "--out" in capsys.readouterr().err
     with pytest.raises(ValueError, match="leaves nothing to train on"):
-        avqa.split_by_clip(examples, val=len(examples), seed=0)
+        split.split_by_clip(examples, val=len(examples), seed=0)
 
 
 def test_split_groups_by_audio_without_video_name():
     ex = [Example(id=str(i), audio=f"/a/{i // 3}.wav", question="q", choices=["a", "b"], answer="a")
           for i in range(30)]
-    train, val = avqa.split_by_clip(ex, val=4, seed=0)
+    train, val = split.split_by_clip(ex, val=4, seed=0)
     assert len(val) == 6 and not {e.audio for e in train} & {e.audio for e in val}
 
 
 def test_stats(tmp_path, capsys, cli_main):
     main = cli_main
     ds = _synthetic(tmp_path)
-    examples = avqa.load_examples(ds)
+    examples = load_examples(ds)
     durations = {e.audio: float(Path(e.audio).stem[1:]) + 1 for e in examples}
-    s = avqa.dataset_stats(examples, durations, window_seconds=25, bins=6)
+    s = stats.dataset_stats(examples, durations, window_seconds=25, bins=6)
     per_clip = [1 + k % 4 for k in range(30)]  # questions of clip k
     assert s["questions"] == len(examples) == sum(per_clip) == 7 * (1 + 2 + 3 + 4) + 1 + 2
     which = sum((m + 1) // 2 for m in per_clip)  # j = 0, 2 are "Which"; j = 1, 3 are "Where"
@@ -433,8 +434,8 @@ def test_stats(tmp_path, capsys, cli_main):
 
 def test_stats_on_prepared_avqa(clean_run, tmp_path, capsys):
     out, _ = clean_run
-    examples = avqa.load_examples(out / "train.jsonl")
-    durations, errors = avqa._clip_durations({e.audio for e in examples})
+    examples = load_examples(out / "train.jsonl")
+    durations, errors = stats.clip_durations({e.audio for e in examples})
     assert not errors and all(abs(d - SECONDS) < 0.05 for d in durations.values())
-    s = avqa.dataset_stats(examples, durations)
+    s = stats.dataset_stats(examples, durations)
     assert s["clips"] == 5 and s["questions"] == 6 and s["answer_position"] == {"1": 1, "2": 3, "3": 1, "4": 1}

@@ -16,16 +16,9 @@ import soundfile as sf
 
 import harken.cli
 from harken.config import ConfigError, load_config
-from harken.data.readers import (
-    MMAU_VERSIONS,
-    PROBLEM_KINDS,
-    DatasetConfig,
-    file_sha256,
-    load_dataset,
-    mmau_metadata_path,
-    read_dataset,
-    video_to_audio,
-)
+from harken.data.benchmarks import MMAU_VERSIONS, file_sha256, mmau_metadata_path
+from harken.data.checks import PROBLEM_KINDS
+from harken.data.readers import DatasetConfig, load_dataset, read_dataset, video_to_audio
 from harken.data.records import Example
 from harken.io import write_jsonl
 
@@ -365,7 +358,7 @@ def test_report_lists_only_the_first_offenders(tmp_path):
 def main(monkeypatch):
     """`harken.cli.main` with only `harken.data.readers` registered: the other command modules import
     torch when loaded (seconds of start-up these tests do not need)."""
-    monkeypatch.setattr(harken.cli, "COMMAND_MODULES", ["harken.cli.data"])
+    monkeypatch.setattr(harken.cli, "COMMAND_MODULES", (harken.cli.data,))
     return harken.cli.main
 
 

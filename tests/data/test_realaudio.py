@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from harken.cli import data as data_cli
 from harken.data import realaudio
 
 from harken.data import synth
@@ -151,7 +152,7 @@ def test_cli_real(tmp_path, monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     top = parser.add_subparsers()
     data = top.add_parser("data").add_subparsers()
-    realaudio.register(top, {"data": data})
+    data_cli.register(top, {"data": data})
     args = parser.parse_args(["data", "real", "--out", str(tmp_path / "r"), "--seed", "3", "--per-class", "1"])
     assert args.func(args) == 0
     out = capsys.readouterr().out

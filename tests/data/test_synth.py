@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from harken.cli import data as data_cli
 from harken.data import synth
 from harken.data.records import Example
 from harken.io import iter_jsonl
@@ -247,7 +248,7 @@ def test_cli_synth(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     top = parser.add_subparsers()
     data = top.add_parser("data").add_subparsers()
-    synth.register(top, {"data": data})
+    data_cli.register(top, {"data": data})
     argv = ["data", "synth", "--out", str(tmp_path), "--seed", "2", "--train", "8", "--test", "4", "--warmup", "2"]
     args = parser.parse_args(argv + ["--skills", "sweep,timbre"])
     assert args.func(args) == 0

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from harken.eval import results as eval_results
 from harken.eval import run as ev
+from harken.eval.compare import compare_runs
+from harken.eval.score_file import score_file
 from harken.cli import main as cli_main
-from harken.data.readers import file_sha256, mmau_metadata_path
+from harken.data.benchmarks import file_sha256, mmau_metadata_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -99,7 +102,7 @@ def mmar_items():
 @pytest.fixture
 def no_charts(monkeypatch):
     """Skip drawing the per-group charts (~0.2-0.7 s each) in tests that do not look at them."""
-    monkeypatch.setattr(ev, "plot_group", lambda results, group, path: None)
+    monkeypatch.setattr(eval_results, "plot_group", lambda results, group, path: None)
 
 
 def check_groups_add_up(results):
@@ -173,7 +176,7 @@ def test_score_official_skip_matches_the_official_script(tmp_path, no_charts):
             it["model_output"] = it.pop("model_prediction")
     pred_file = tmp_path / "preds.json"
     pred_file.write_text(json.dumps(items))
-    results = ev.score_file(pred_file, "mmau", tmp_path / "out", official_skip=True)
+    results = score_file(pred_file, "mmau", tmp_path / "out", official_skip=True)
     corr, total, groups = official_script(items, "model_output", ["task", "difficulty", "sub-category"])
     assert (results["n_correct"], results["n_scored"]) == (corr, total) == (3, 5)
     assert results["n_items"] == 6
@@ -185,7 +188,7 @@ def test_score_official_skip_matches_the_official_script(tmp_path, no_charts):
     rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert rows[3]["counted"] is False
     # Without the flag the same file scores lower: the missing item counts as wrong.
-    assert ev.score_file(pred_file, "mmau", tmp_path / "out2")["accuracy"] == pytest.approx(50.0)
+    assert score_file(pred_file, "mmau", tmp_path / "out2")["accuracy"] == pytest.approx(50.0)
 
 
 def test_score_mmar_json_lines_and_list(tmp_path, no_charts):
@@ -194,8 +197,8 @@ def test_score_mmar_json_lines_and_list(tmp_path, no_charts):
     lines.write_text("\n".join(json.dumps(it) for it in items) + "\n")
     listed = tmp_path / "mmar.json"
     listed.write_text(json.dumps(items))
-    r1 = ev.score_file(lines, "mmar", tmp_path / "o1")
-    r2 = ev.score_file(listed, "mmar", tmp_path / "o2")
+    r1 = score_file(lines, "mmar", tmp_path / "o1")
+    r2 = score_file(listed, "mmar", tmp_path / "o2")
     for r in (r1, r2):
         assert (r["n_items"], r["n_scored"], r["n_correct"]) == (5, 5, 2)
         assert r["missing_predictions"]["first_ids"] == ["e"]
@@ -207,7 +210,7 @@ def test_score_mmar_json_lines_and_list(tmp_path, no_charts):
     preds = json.loads((tmp_path / "o1" / "predictions.json").read_text())
     assert preds[1]["answer_prediction"] == "B" and "model_output" not in preds[1]
 
-    skipped = ev.score_file(lines, "mmar", tmp_path / "o3", official_skip=True)
+    skipped = score_file(lines, "mmar", tmp_path / "o3", official_skip=True)
     corr, total, _ = official_script(items, "answer_prediction", ["modality", "category"])
     assert (skipped["n_correct"], skipped["n_scored"]) == (corr, total) == (2, 4)
 
@@ -218,7 +221,7 @@ def test_score_recognises_the_shipped_mmau_version(tmp_path, no_charts):
         it["model_output"] = it["answer"]
     f = tmp_path / "p.json"
     f.write_text(json.dumps(items))
-    r = ev.score_file(f, "mmau", tmp_path / "out")
+    r = score_file(f, "mmau", tmp_path / "out")
     assert r["accuracy"] == 100.0
     assert "mmau-test-mini-v2503" in r["matches_benchmark"]
 
@@ -227,10 +230,10 @@ def test_score_errors_name_the_item(tmp_path):
     f = tmp_path / "p.json"
     f.write_text(json.dumps([{"id": "x1", "choices": VOICE, "model_output": "Man"}]))
     with pytest.raises(ValueError, match=r"item \[0\] \(id 'x1'\): no 'answer' field"):
-        ev.score_file(f, "mmau", tmp_path / "out")
+        score_file(f, "mmau", tmp_path / "out")
     f.write_text(json.dumps([{"id": "x1", "choices": VOICE, "answer": "Man", "model_output": ["Man"]}]))
     with pytest.raises(ValueError, match="model_output should be a string"):
-        ev.score_file(f, "mmau", tmp_path / "out")
+        score_file(f, "mmau", tmp_path / "out")
     assert cli_main(["eval", "score", str(tmp_path / "nope.json"), "--benchmark", "mmau", "--out", str(tmp_path / "o")]) == 2
 
 
@@ -248,8 +251,8 @@ def test_compare_puts_runs_side_by_side(tmp_path, capsys, no_charts):
         it.pop("model_prediction", None)
     for name, items in (("good", good), ("bad", bad)):
         (tmp_path / f"{name}.json").write_text(json.dumps(items))
-        ev.score_file(tmp_path / f"{name}.json", "mmau", tmp_path / name)
-    table = ev.compare_runs([tmp_path / "good", tmp_path / "bad"], names=["grpo", "base"])
+        score_file(tmp_path / f"{name}.json", "mmau", tmp_path / name)
+    table = compare_runs([tmp_path / "good", tmp_path / "bad"], names=["grpo", "base"])
     assert table["group"] == "task"
     assert table["columns"] == ["sound", "music", "speech", "avg"]
     assert [r["name"] for r in table["rows"]] == ["grpo", "base"]
@@ -266,7 +269,7 @@ def test_compare_puts_runs_side_by_side(tmp_path, capsys, no_charts):
     assert "| grpo | 100.00 | 100.00 | 100.00 | **100.00** | 6 |" in md
     assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match="2 folders"):
-        ev.compare_runs([tmp_path / "good", tmp_path / "bad"], names=["one"])
+        compare_runs([tmp_path / "good", tmp_path / "bad"], names=["one"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +412,7 @@ def test_run_refuses_to_mix_settings(tmp_path, canonical, monkeypatch, no_charts
     assert r["n_scored"] == 5
     # A folder written by `eval score` is not a run folder.
     (tmp_path / "p.json").write_text(json.dumps(mmau_items()))
-    ev.score_file(tmp_path / "p.json", "mmau", tmp_path / "scored")
+    score_file(tmp_path / "p.json", "mmau", tmp_path / "scored")
     with pytest.raises(ValueError, match="no run.json"):
         run(canonical, tmp_path / "scored")
 
@@ -475,7 +478,7 @@ def test_run_on_the_shipped_mmau_file(tmp_path, monkeypatch, no_charts):
     assert [p["id"] for p in preds] == [it["id"] for it in items]
     assert all(p["model_output"] == p["model_prediction"] == p["answer"] for p in preds)
     # The predictions file scores the same with `eval score` and with the official script.
-    again = ev.score_file(out / "predictions.json", "mmau", tmp_path / "rescored")
+    again = score_file(out / "predictions.json", "mmau", tmp_path / "rescored")
     assert again["n_correct"] == official_script(preds, "model_output", [])[0] == 3
     with pytest.raises(ValueError, match="--data is for mmar and jsonl"):
         ev.run_benchmark("mmau-test-mini", "fake", out, data="x.json")

@@ -117,3 +117,18 @@ def test_tiny_path_rebuilds_the_training_start(tiny_dirs):
     b = load_audio_lm(str(tiny_dirs["qwen2-audio"]))  # built with seed 0
     for (na, pa), (nb, pb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
         assert na == nb and torch.equal(pa, pb), na
+
+
+def test_joined_prompts_equal_encoding_them_together(tiny_dirs):
+    """Rows picked from two batches of different widths == those prompts encoded as one batch."""
+    lm = load_audio_lm(str(tiny_dirs["qwen2-audio"]))
+    texts = ["a", "How many beeps are there in this clip?", "Which is louder, the first or the second?"]
+    clips = _clips((0.6, 3.3, 1.9))
+    first = lm.encode_prompts(texts[:2], clips[:2])
+    second = lm.encode_prompts(texts[2:], clips[2:])
+    assert first.input_ids.shape[1] != second.input_ids.shape[1]
+    joined = type(first).join([(second, 0), (first, 0)], lm.pad_id)  # drops the longest prompt
+    direct = lm.encode_prompts([texts[2], texts[0]], [clips[2], clips[0]])
+    for name in ("input_ids", "attention_mask", "input_features", "feature_mask"):
+        assert torch.equal(getattr(joined, name), getattr(direct, name)), name
+    assert joined.audio_token_counts == direct.audio_token_counts

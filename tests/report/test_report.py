@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harken.report import run_report as rp
+import harken.report as rp
 from harken.cli import main as cli_main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

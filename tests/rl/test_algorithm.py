@@ -10,21 +10,18 @@ import math
 import pytest
 import torch
 
+from harken.rl.advantages import ADVANTAGE_ESTIMATORS, group_advantages, group_stats
 from harken.rl.algorithm import (
-    ADVANTAGE_ESTIMATORS,
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
     RATIO_LEVELS,
     aggregate,
-    completion_mask_from_eos,
-    group_advantages,
-    group_stats,
     grpo_loss,
     importance_ratio,
     kl_penalty,
-    masked_mean,
     policy_loss,
 )
+from harken.rl.masks import completion_mask_from_eos, masked_mean
 
 LN = math.log
 

@@ -123,7 +123,7 @@ def test_frozen_encoder_reuses_output():
 def test_lora_and_adapter_disabled_reference():
     from peft import LoraConfig, get_peft_model
 
-    from harken.train.common import lora_target_regex
+    from harken.train.policy import lora_target_regex
 
     lm, batch = _setup("qwen2-audio")
     lm.model = get_peft_model(lm.model, LoraConfig(r=4, lora_alpha=8, target_modules=lora_target_regex(lm, ["q_proj", "v_proj"])))

@@ -33,7 +33,7 @@ def _mean_rewards(model_dir: Path, cfg: GRPOConfig, examples) -> dict[str, float
     from harken.data.prompts import get_template
     from harken.rl.rewards import build_rewards, score
     from harken.rl.rollout import SamplingParams, generate
-    from harken.train.common import make_audio_loader
+    from harken.train.stream import make_audio_loader
 
     lm = load_audio_lm(str(model_dir))
     lm.model.eval()

@@ -1,0 +1,76 @@
+"""The run folder: its config, log file and run.json at the start, the exported model at the end.
+
+Owns: creating RUN/ (config.yaml with the resolved config, train.log, run.json) and closing its
+log handler, and the final export: RUN/final as a `save_pretrained` folder (LoRA: a peft adapter,
+plus RUN/final-merged on request), written to a temporary folder and renamed into place.
+Does not own: checkpoints (`harken.train.checkpoint`), metrics (`harken.train.metrics`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from harken.config import save_config
+from harken.io import write_json_atomic
+from harken.models.audio_lm import AudioLM
+from harken.models.loading import save_audio_lm
+
+log = logging.getLogger(__name__)
+
+
+_RUN_LOGS: dict[Path, logging.Handler] = {}  # run folder -> its train.log handler
+
+
+def close_run_log(run_dir: Path) -> None:
+    """Detach and close a run's train.log handler (so later runs in this process don't write to it)."""
+    handler = _RUN_LOGS.pop(Path(run_dir).resolve(), None)
+    if handler is not None:
+        logging.getLogger("harken").removeHandler(handler)
+        handler.close()
+
+
+def start_run(cfg, accelerator, kind: str) -> Path:
+    """Create the run folder, save the resolved config, add a log file, log the set-up."""
+    run_dir = Path(cfg.run.out_dir)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        handler = logging.FileHandler(run_dir / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("harken").addHandler(handler)
+        _RUN_LOGS[run_dir.resolve()] = handler
+        write_json_atomic(run_dir / "run.json", {"kind": kind, "processes": accelerator.num_processes,
+                                                  "device": str(accelerator.device)})
+    accelerator.wait_for_everyone()
+    torch.manual_seed(cfg.run.seed + accelerator.process_index)
+    return run_dir
+
+
+def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator) -> Path:
+    """save_pretrained of the final model (LoRA: the adapter, plus a merged model on request)."""
+    final = run_dir / "final"
+    if not accelerator.is_main_process:
+        accelerator.wait_for_everyone()
+        return final
+    tmp = run_dir / ".tmp-final"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if hasattr(lm.model, "peft_config"):
+        lm.model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
+        lm.tokenizer.save_pretrained(tmp)
+        lm.feature_extractor.save_pretrained(tmp)
+        if merged:
+            merged_model = copy.deepcopy(lm.model).merge_and_unload()
+            save_audio_lm(AudioLM(merged_model, lm.tokenizer, lm.feature_extractor, lm.family), run_dir / "final-merged")
+    else:
+        save_audio_lm(lm, tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final

@@ -1,0 +1,161 @@
+"""The one trainer skeleton GRPO and SFT share: set-up, resume, the step loop, validation, save, finish.
+
+Owns: the life of a run, top to bottom:
+    processes -> run folder -> policy (and reference) -> data -> optimizer -> resume ->
+    loop { step -> log -> samples -> validate -> checkpoint } -> validate -> save -> check
+    replicas -> export RUN/final.
+A subclass gives only what differs: `kind`, `train_step()` (one optimizer step, returning its
+metrics), `log_samples()`, and optionally `total_steps()`, `make_generator()`, `log_setup()`,
+`before_loop()` and `postfix`.
+Does not own: what a step computes (`harken.train.grpo`, `harken.train.sft`), the pieces it
+orchestrates (`harken.train.policy`, `stream`, `optim`, `checkpoint`, `metrics`, `run_folder`,
+`processes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harken.data.prompts import get_template
+from harken.eval.answers import accuracy
+from harken.train.checkpoint import Checkpoints, resume_point
+from harken.train.metrics import MetricsLogger, progress, truncate_metrics_after
+from harken.train.optim import build_optimizer
+from harken.train.policy import encoder_is_frozen, prepare_model, trainable_parameters
+from harken.train.processes import check_replicas_agree, make_accelerator
+from harken.train.run_folder import close_run_log, export_final, start_run
+from harken.train.stream import DataStream, make_audio_loader, resolve_dataset
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """A training run. Subclasses set `kind` and implement `train_step()` and `log_samples()`."""
+
+    kind = ""  # "grpo" or "sft": run.json, checkpoints and the progress bar name it
+    postfix: dict[str, tuple[str, str]] = {}  # progress-bar label -> (metric key, format) shown after each step
+
+    def __init__(self, cfg, need_reference: bool = False):
+        self.cfg = cfg
+        self.acc = make_accelerator()
+        self.run_dir = start_run(cfg, self.acc, self.kind)
+        self.lm, self.ref = prepare_model(cfg.model, self.acc.device, need_reference=need_reference)
+        self.template = get_template(cfg.prompt.template)
+        train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed)
+        self.n_train = len(train)
+        self.val = resolve_dataset(cfg.val, self.run_dir, cfg.run.seed)[: cfg.run.eval_limit] if cfg.val.path else []
+        self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
+        self.audio = make_audio_loader(self.lm, cfg.prompt)
+        self.params = trainable_parameters(self.lm)
+        self.frozen_encoder = encoder_is_frozen(self.lm)
+        self.max_steps = self.total_steps()
+        self.optimizer, self.scheduler = build_optimizer(self.params, cfg.optim, self.scheduler_steps())
+        self.generator = self.make_generator()
+        self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
+        self.step = 0
+        self.resumed = self._resume()
+        self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
+        self.log_setup()
+
+    # --- what a subclass may change --------------------------------------------------------------
+    def total_steps(self) -> int:
+        return self.cfg.run.max_steps
+
+    def scheduler_steps(self) -> int:
+        """Optimizer steps the learning-rate schedule spans."""
+        return self.max_steps
+
+    def make_generator(self) -> torch.Generator | None:
+        """A random generator saved in checkpoints (GRPO: sampling); None when the run samples nothing."""
+        return None
+
+    def log_setup(self) -> None:
+        pass
+
+    def before_loop(self) -> None:
+        pass
+
+    def train_step(self) -> tuple[dict[str, float], Any]:
+        """One optimizer step. Returns its metrics and what `log_samples` shows of it."""
+        raise NotImplementedError
+
+    def log_samples(self, sample: Any) -> None:
+        raise NotImplementedError
+
+    # --- the run ---------------------------------------------------------------------------------
+    def train(self) -> Path:
+        run = self.cfg.run
+        self.before_loop()
+        bar = progress(self.max_steps, self.step, run.progress and self.acc.is_main_process, self.kind)
+        while self.step < self.max_steps:
+            metrics, sample = self.train_step()
+            self.step += 1
+            self._after_step(metrics, sample)
+            bar.set_postfix({label: format(metrics.get(key, 0), fmt) for label, (key, fmt) in self.postfix.items()})
+            bar.update(1)
+        bar.close()
+        return self.finish()
+
+    def _after_step(self, metrics: dict[str, float], sample: Any) -> None:
+        run, step = self.cfg.run, self.step
+        if step % run.log_every == 0 or step == self.max_steps:
+            self.metrics.log(step, metrics)
+        if run.sample_every and (step % run.sample_every == 0 or step == 1):
+            self.log_samples(sample)
+        if run.eval_every and self.val and step % run.eval_every == 0:
+            self.validate()
+        if run.save_every and step % run.save_every == 0 and step < self.max_steps:
+            self.save()
+
+    def finish(self) -> Path:
+        run = self.cfg.run
+        if run.eval_every and self.val and self.step % run.eval_every != 0:
+            self.validate()
+        self.save()
+        check_replicas_agree(self.lm, self.acc)
+        self.audio.warn_long()
+        final = export_final(self.lm, self.run_dir, run.export_merged, self.acc)
+        self.metrics.close()
+        close_run_log(self.run_dir)
+        log.info("done: %d steps; final model in %s", self.step, final)
+        return final
+
+    def validate(self) -> dict[str, float]:
+        """Greedy accuracy on the validation set (main process), logged as val/accuracy[/TASK]."""
+        res: dict[str, float] = {}
+        if self.acc.is_main_process:
+            run = self.cfg.run
+            res = accuracy(self.lm, self.val, self.template, self.audio.load, run.eval_batch_size, run.eval_max_new_tokens)
+            self.metrics.log(self.step, {f"val/accuracy{'' if k == 'all' else '/' + k}": v for k, v in res.items()})
+            log.info("step %d: validation accuracy %.3f", self.step, res.get("all", math.nan))
+        self.acc.wait_for_everyone()
+        return res
+
+    def save(self) -> Path:
+        return self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": self.kind},
+                               {"data": self.stream.state_dict()}, self.generator, self.acc)
+
+    def _resume(self) -> bool:
+        start = resume_point(self.cfg.run, self.run_dir)
+        if start is None:
+            return False
+        state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, self.generator, self.acc)
+        self.step = int(state["step"])
+        self.stream.load_state_dict(rank_state["data"])
+        if self.acc.is_main_process:
+            truncate_metrics_after(self.run_dir, self.step)
+        log.info("resumed from %s at step %d", start, self.step)
+        return True
+
+    def global_reduce(self, values: dict[str, float], op: str) -> dict[str, float]:
+        """Element-wise "sum" or "mean" of named values over processes (identity with one process)."""
+        if self.acc.num_processes == 1:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.acc.device)
+        return dict(zip(keys, self.acc.reduce(t, op).tolist()))
