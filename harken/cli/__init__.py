@@ -29,7 +29,7 @@ GROUPS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harken", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="harken", description="Reinforcement-learning post-training and evaluation of audio-language models.")
     parser.add_argument("--version", action="version", version=f"harken {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
