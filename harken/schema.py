@@ -19,7 +19,9 @@ class ModelConfig:
     """What to train (harken.models, harken.train.policy.prepare_model)."""
 
     path: str = "tiny:qwen2-audio"  # checkpoint folder or hub id; "tiny:FAMILY" builds a toy model in memory
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16
+    dtype: str = "auto"  # compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    master_weights: bool = True  # trained weights, gradients and AdamW state in fp32 whatever `dtype` computes in
+    sharding: str = "none"  # none: a whole copy per process | fsdp: weights, gradients, optimizer state sharded (FSDP2)
     trust_remote_code: bool = False  # never needed for the supported families
     attn_implementation: Optional[str] = None  # e.g. sdpa, flash_attention_2; None = transformers' default
     freeze_encoder: bool = False  # keep the audio encoder fixed (the paper trained it)
@@ -205,3 +207,13 @@ def _validate_common(cfg) -> None:
         raise ConfigError("prompt.long_clip_policy must be truncate, error or keep")
     if not cfg.data.path:
         raise ConfigError("data.path is required (a dataset file, or synthetic:train)")
+    if cfg.model.sharding not in ("none", "fsdp"):
+        raise ConfigError(f"model.sharding={cfg.model.sharding!r} is not one of: none, fsdp")
+    if cfg.model.dtype not in ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
+        raise ConfigError(f"model.dtype={cfg.model.dtype!r} is not one of: auto, float32, bfloat16, float16")
+    if cfg.model.sharding == "fsdp" and cfg.model.lora and cfg.run.export_merged:
+        raise ConfigError(
+            "run.export_merged=true with model.sharding=fsdp and model.lora=true is not supported (the merge "
+            "needs the whole model in one process); export the adapter and merge it after training, or train "
+            "with model.sharding=none"
+        )

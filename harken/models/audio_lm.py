@@ -8,8 +8,9 @@ Does not own: what differs between architectures (`harken.models.families`), sam
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -76,13 +77,44 @@ class PromptBatch:
 
 @dataclass
 class AudioLM:
-    """A model with everything needed to feed it audio questions."""
+    """A model with everything needed to feed it audio questions.
+
+    Every pass through the model (a prompt pass, a micro-batch of completions, a whole rollout)
+    goes through `call`, which runs it in the compute dtype (autocast over fp32 master weights)
+    and, for a sharded model, as a forward of the sharding engine's root module, so that the
+    pieces the shared-prefix path calls one by one (embeddings, norm, head, encoder stem) are
+    gathered for the pass and their gradients reduced after it.
+    """
 
     model: nn.Module
     tokenizer: Any
     feature_extractor: Any
     family: Family
     path: str = ""
+    compute_dtype: torch.dtype | None = None  # autocast to this dtype in `call` (None: the weights' own dtype)
+    entry: Callable[..., Any] | None = None  # the sharded root's registered forward method, see `call`
+    gather: Callable[[], Any] | None = None  # context manager that keeps a sharded model gathered (rollouts)
+
+    # --- passes ----------------------------------------------------------------------------------
+    def call(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """Run `fn(*args, **kwargs)` as one pass of the model.
+
+        Under a sharding engine, `fn`'s tensor outputs (tuples and lists of them, not dataclasses)
+        must be what later backward passes start from.
+        """
+        with self.autocast():
+            if self.entry is not None:
+                return self.entry(fn, *args, **kwargs)
+            return fn(*args, **kwargs)
+
+    def autocast(self):
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
+
+    def gathered(self):
+        """Keep a sharded model's weights gathered for a whole rollout (no-op when not sharded)."""
+        return self.gather() if self.gather is not None else contextlib.nullcontext()
 
     # --- token facts -------------------------------------------------------------------------
     @property

@@ -88,11 +88,20 @@ def _load_checkpoint(path: str, dtype: str, device: str, trust_remote_code: bool
     return AudioLM(model, tokenizer, feature_extractor, family, str(path))
 
 
-def save_audio_lm(lm: AudioLM, out: str | Path) -> None:
-    """save_pretrained of model, tokenizer and feature extractor (and processor for Qwen2-Audio)."""
+def save_audio_lm(lm: AudioLM, out: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
+                  dtype: torch.dtype | None = None) -> None:
+    """save_pretrained of model, tokenizer and feature extractor (and processor for Qwen2-Audio).
+
+    Args:
+        state_dict: the weights to write instead of the model's own (e.g. gathered from shards).
+        dtype: the dtype `state_dict` holds, recorded in config.json (default: the model's).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base_model(lm.model).save_pretrained(out, safe_serialization=True)
+    model = base_model(lm.model)
+    if dtype is not None:
+        model.config.dtype = dtype
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     lm.tokenizer.save_pretrained(out)
     lm.feature_extractor.save_pretrained(out)
     if lm.family is QWEN2_AUDIO:

@@ -52,13 +52,23 @@ def prompt_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def run_prefix(lm: AudioLM, batch: PromptBatch, encoded_audio: torch.Tensor | None = None) -> PrefixState:
-    """Encode audio, embed and run the B prompts once (gradients follow the caller's mode)."""
+def _prefix(lm: AudioLM, batch: PromptBatch, encoded_audio: torch.Tensor | None) -> PrefixState:
+    """Encode audio, embed and run the B prompts once (inside a pass; gradients follow the caller's mode)."""
+    kv, last = _prefix_tensors(lm, batch, encoded_audio)
+    return PrefixState(kv, last, batch.attention_mask, batch.attention_mask.sum(-1))
+
+
+def _prefix_tensors(lm: AudioLM, batch: PromptBatch, encoded_audio: torch.Tensor | None):
     embeds = lm.embed_prompts(batch, encoded_audio)  # [B, P, H]
     cache = lm.new_cache()
     hidden, cache = lm.text_forward(embeds, batch.attention_mask, prompt_positions(batch.attention_mask), cache)
-    kv = [(layer.keys, layer.values) for layer in cache.layers]
-    return PrefixState(kv, hidden[:, -1], batch.attention_mask, batch.attention_mask.sum(-1))
+    return [(layer.keys, layer.values) for layer in cache.layers], hidden[:, -1].clone()  # not a view: a pass returns no views
+
+
+def run_prefix(lm: AudioLM, batch: PromptBatch, encoded_audio: torch.Tensor | None = None) -> PrefixState:
+    """The prompt pass as a pass of its own (`AudioLM.call`), for log-probs that reuse it."""
+    kv, last = lm.call(_prefix_tensors, lm, batch, encoded_audio)
+    return PrefixState(kv, last, batch.attention_mask, batch.attention_mask.sum(-1))
 
 
 def _cache_from(lm: AudioLM, kv: list[tuple[torch.Tensor, torch.Tensor]]):
@@ -96,15 +106,20 @@ def generate(
     encoded_audio: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Sample `group_size` completions per prompt.
+    """Sample `group_size` completions per prompt, as one pass with the model's weights gathered.
 
     Returns:
         completion ids [B*G, T'] (T' <= max_new_tokens; rows that ended early are padded with the
         pad id after their end-of-turn token).
     """
-    g = group_size
+    with lm.gathered():
+        return lm.call(_generate, lm, batch, group_size, params, shared, encoded_audio, generator)
+
+
+def _generate(lm: AudioLM, batch: PromptBatch, g: int, params: SamplingParams, shared: bool,
+              encoded_audio: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
     if shared:
-        prefix = run_prefix(lm, batch, encoded_audio)
+        prefix = _prefix(lm, batch, encoded_audio)
         kv = [(k.repeat_interleave(g, 0), v.repeat_interleave(g, 0)) for k, v in prefix.cache_kv]
         cache = _cache_from(lm, kv)
         last = prefix.last_hidden.repeat_interleave(g, 0)  # [N, H]
@@ -112,7 +127,7 @@ def generate(
         next_pos = prefix.lengths.repeat_interleave(g, 0)  # [N]
     else:
         rep = batch.repeat_interleave(g)
-        prefix = run_prefix(lm, rep, None if encoded_audio is None else _repeat_audio(encoded_audio, batch, g))
+        prefix = _prefix(lm, rep, None if encoded_audio is None else _repeat_audio(encoded_audio, batch, g))
         cache = _cache_from(lm, prefix.cache_kv)
         last, attn, next_pos = prefix.last_hidden, prefix.attention_mask, prefix.lengths
     logits = lm.lm_head(last)  # [N, V]
@@ -190,6 +205,16 @@ def _completion_hidden_naive(
     return hidden[:, p - 1 : -1]
 
 
+def _shared_logprobs(lm: AudioLM, kv, last_hidden, prompt_mask, lengths, completion_ids, rows) -> torch.Tensor:
+    hidden = _completion_hidden_shared(lm, kv, last_hidden, prompt_mask, lengths, completion_ids, rows)
+    return token_logprobs(lm.lm_head(hidden), completion_ids)  # [n, T]
+
+
+def _naive_logprobs(lm: AudioLM, batch: PromptBatch, completion_ids, rows, encoded_audio) -> torch.Tensor:
+    hidden = _completion_hidden_naive(lm, batch, completion_ids, rows, encoded_audio)
+    return token_logprobs(lm.lm_head(hidden), completion_ids)  # [n, T]
+
+
 def completion_logprobs(
     lm: AudioLM,
     batch: PromptBatch,
@@ -238,10 +263,7 @@ def completion_logprobs(
             last = last.detach().requires_grad_()
         for s in range(0, n, step):
             rows = torch.arange(s, min(s + step, n), device=device)
-            hidden = _completion_hidden_shared(
-                lm, kv, last, prefix.attention_mask, prefix.lengths, completion_ids[rows], owner[rows]
-            )
-            lp = token_logprobs(lm.lm_head(hidden), completion_ids[rows])
+            lp = lm.call(_shared_logprobs, lm, kv, last, prefix.attention_mask, prefix.lengths, completion_ids[rows], owner[rows])
             if loss_fn is not None:
                 loss_fn(lp, rows).backward()
                 lp = lp.detach()
@@ -260,8 +282,7 @@ def completion_logprobs(
         return out
     for s in range(0, n, step):
         rows = torch.arange(s, min(s + step, n), device=device)
-        hidden = _completion_hidden_naive(lm, batch, completion_ids[rows], owner[rows], encoded_audio)
-        lp = token_logprobs(lm.lm_head(hidden), completion_ids[rows])
+        lp = lm.call(_naive_logprobs, lm, batch, completion_ids[rows], owner[rows], encoded_audio)
         if loss_fn is not None:
             loss_fn(lp, rows).backward()
             lp = lp.detach()

@@ -2,7 +2,9 @@
 
 Owns: writing RUN/checkpoints/step-NNNNNN (trainable weights, optimizer, schedule, each process's
 RNG and data position, the step) into a temporary folder renamed into place when complete;
-loading one back; choosing where to resume (`run.resume`).
+loading one back; choosing where to resume (`run.resume`). A sharded run saves its weights and
+optimizer state with `torch.distributed.checkpoint` (each process writes its shards), which
+reloads on any number of processes.
 Does not own: the final `save_pretrained` export (`harken.train.run_folder`).
 """
 
@@ -66,9 +68,7 @@ class Checkpoints:
         return found[-1] if found else None
 
     def save(self, step: int, lm: AudioLM, optimizer, scheduler, state: dict[str, Any], rank_state: dict[str, Any],
-             generator: torch.Generator | None, accelerator) -> Path:
-        from safetensors.torch import save_file
-
+             generator: torch.Generator | None, accelerator, sharded: bool = False) -> Path:
         final = self.dir / f"{CKPT_PREFIX}{step:06d}"
         tmp = self.dir / f".tmp-{CKPT_PREFIX}{step:06d}"
         if accelerator.is_main_process:
@@ -76,13 +76,16 @@ class Checkpoints:
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
         torch.save({"rng": _rng_state(generator), **rank_state}, tmp / f"rank{accelerator.process_index}.pt")
+        if sharded:
+            _save_sharded(tmp / SHARDED_DIR, lm, optimizer)  # every process writes its shards
+        elif accelerator.is_main_process:
+            _save_whole(tmp, lm, optimizer)
         if accelerator.is_main_process:
-            save_file(_trainable_state(lm), str(tmp / "trainable.safetensors"))
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            write_json_atomic(tmp / "state.json", {"step": step, "world": accelerator.num_processes, **state})
+            write_json_atomic(tmp / "state.json", {"step": step, "world": accelerator.num_processes, "sharded": sharded,
+                                                   **state})
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -92,28 +95,82 @@ class Checkpoints:
         return final
 
     @staticmethod
-    def load(path: Path, lm: AudioLM, optimizer, scheduler, generator, accelerator) -> tuple[dict, dict]:
-        from safetensors.torch import load_file
+    def load(path: Path, lm: AudioLM, optimizer, scheduler, generator, accelerator,
+             sharded: bool = False) -> tuple[dict, dict | None]:
+        """Restore weights, optimizer and schedule; returns (state.json, this process's saved state).
 
+        A sharded checkpoint resumes on any number of processes (the shards are re-split on
+        load); the per-process state is then None, because data positions and random streams
+        belong to the old processes (the caller maps them).
+        """
         state = json.loads((path / "state.json").read_text())
-        if state.get("world", 1) != accelerator.num_processes:
+        world = state.get("world", 1)
+        if bool(state.get("sharded", False)) != sharded:
+            written = "model.sharding=fsdp" if state.get("sharded") else "model.sharding=none"
+            raise ValueError(f"{path} was written with {written}; resume it with the same setting")
+        if not sharded and world != accelerator.num_processes:
             raise ValueError(
-                f"{path} was written by {state.get('world')} processes; resume it with the same number "
-                f"(now {accelerator.num_processes})"
+                f"{path} was written by {world} processes; resume it with the same number "
+                f"(now {accelerator.num_processes}), or train with model.sharding=fsdp, whose checkpoints "
+                f"resume on any number"
             )
-        weights = load_file(str(path / "trainable.safetensors"))
-        params = dict(lm.model.named_parameters())
-        missing = [k for k in weights if k not in params]
-        if missing:
-            raise ValueError(f"{path}: checkpoint has weights this model lacks, e.g. {missing[:3]}")
-        with torch.no_grad():
-            for k, v in weights.items():
-                params[k].copy_(v.to(params[k].device, params[k].dtype))
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+        if sharded:
+            _load_sharded(path / SHARDED_DIR, lm, optimizer)
+        else:
+            _load_whole(path, lm, optimizer)
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu"))
+        if world != accelerator.num_processes:
+            return state, None
         rank = torch.load(path / f"rank{accelerator.process_index}.pt", weights_only=True, map_location="cpu")
         _set_rng_state(rank.pop("rng"), generator)
         return state, rank
+
+    @staticmethod
+    def rank_state(path: Path, rank: int = 0) -> dict:
+        """A process's saved state (data position, random streams) of a checkpoint."""
+        return torch.load(path / f"rank{rank}.pt", weights_only=True, map_location="cpu")
+
+
+SHARDED_DIR = "sharded"  # torch.distributed.checkpoint folder of a sharded run's weights and optimizer
+
+
+def _save_whole(folder: Path, lm: AudioLM, optimizer) -> None:
+    from safetensors.torch import save_file
+
+    save_file(_trainable_state(lm), str(folder / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+
+
+def _load_whole(folder: Path, lm: AudioLM, optimizer) -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "trainable.safetensors"))
+    params = dict(lm.model.named_parameters())
+    missing = [k for k in weights if k not in params]
+    if missing:
+        raise ValueError(f"{folder}: checkpoint has weights this model lacks, e.g. {missing[:3]}")
+    with torch.no_grad():
+        for k, v in weights.items():
+            params[k].copy_(v.to(params[k].device, params[k].dtype))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+
+
+def _save_sharded(folder: Path, lm: AudioLM, optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(lm.model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(folder))
+
+
+def _load_sharded(folder: Path, lm: AudioLM, optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(lm.model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(lm.model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
 def resume_point(run_cfg, run_dir: Path) -> Path | None:

@@ -110,7 +110,7 @@ class GRPOTrainer(Trainer):
         g = self.cfg.rollout.group_size
         wave = [self.audio.load(ex.audio) for ex in examples]
         batch = self.lm.encode_prompts([self.template.render(ex) for ex in examples], wave).to(self.acc.device)
-        encoded = self.lm.encode_audio(batch) if self.frozen_encoder else None
+        encoded = self.lm.call(self.lm.encode_audio, batch) if self.frozen_encoder else None
         self.lm.model.eval()
         ids = generate(self.lm, batch, g, self.sampling, shared=self.cfg.rollout.prefix_sharing,
                        encoded_audio=encoded, generator=self.generator)
@@ -224,7 +224,8 @@ class GRPOTrainer(Trainer):
         for _ in range(c.algo.updates_per_batch):  # 5
             for rb in rollouts:
                 loss_logs.append(self.backward(rb, 1.0 / len(rollouts)))
-            grad_norms.append(clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc))
+            grad_norms.append(clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc,
+                                          self.sharded))
         dt = time.perf_counter() - t0
         return self._step_metrics(rollouts, loss_logs, grad_norms, dt, t_roll), rollouts[0]  # 6
 

@@ -23,15 +23,33 @@ def build_optimizer(params: list[torch.nn.Parameter], optim_cfg, total_steps: in
     return opt, sched
 
 
-def clip_and_step(params, optimizer, scheduler, max_grad_norm: float, accelerator) -> float:
-    """Average gradients over processes, clip, step, zero. Returns the pre-clip grad norm."""
-    average_gradients(params, accelerator)
-    if max_grad_norm and max_grad_norm > 0:
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-    else:
-        grads = [p.grad.detach().norm() for p in params if p.grad is not None]
-        norm = float(torch.stack(grads).norm()) if grads else 0.0
+def clip_and_step(params, optimizer, scheduler, max_grad_norm: float, accelerator, sharded: bool = False) -> float:
+    """Average gradients over processes, clip, step, zero. Returns the pre-clip grad norm.
+
+    Sharded gradients arrive already averaged (FSDP reduce-scatters them); their norm is the
+    norm of the whole gradient (the shards' squares are summed over processes).
+    """
+    if not sharded:
+        average_gradients(params, accelerator)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm and max_grad_norm > 0 else float("inf"))
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return norm
+    return float(norm)
+
+
+def state_bytes(params: list[torch.nn.Parameter], optimizer) -> dict[str, int]:
+    """Bytes this process holds for the trained weights, their gradients and the optimizer state.
+
+    Sharded tensors count their local shard only. Gradients are counted as the weights' size in
+    the gradient dtype (they are freed between steps).
+    """
+    def local(t: torch.Tensor) -> torch.Tensor:
+        return t.to_local() if hasattr(t, "to_local") else t
+
+    weights = sum(local(p).numel() * p.element_size() for p in params)
+    grads = sum(local(p).numel() * p.element_size() for p in params)
+    optim = sum(local(v).numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
+                if isinstance(v, torch.Tensor) and v.dim() > 0)
+    return {"weights": weights, "gradients": grads, "optimizer": optim}

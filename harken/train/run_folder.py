@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from harken.config import save_config
-from harken.io import write_json_atomic
+from harken.io import read_json, write_json_atomic
 from harken.models.audio_lm import AudioLM
+from harken.models.families import base_model
 from harken.models.loading import save_audio_lm
 
 log = logging.getLogger(__name__)
@@ -52,25 +53,51 @@ def start_run(cfg, accelerator, kind: str) -> Path:
     return run_dir
 
 
-def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator) -> Path:
-    """save_pretrained of the final model (LoRA: the adapter, plus a merged model on request)."""
+def record_in_run_json(run_dir: Path, fields: dict) -> None:
+    """Add fields to RUN/run.json (main process)."""
+    path = run_dir / "run.json"
+    write_json_atomic(path, {**read_json(path), **fields})
+
+
+def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator, sharded: bool = False) -> Path:
+    """save_pretrained of the final model (LoRA: the adapter, plus a merged model on request).
+
+    A sharded model is gathered into one state dict first (every process takes part). Weights
+    trained with fp32 masters are written in the compute dtype, the dtype the model runs in.
+    """
     final = run_dir / "final"
+    state = _export_state(lm, sharded)
     if not accelerator.is_main_process:
         accelerator.wait_for_everyone()
         return final
     tmp = run_dir / ".tmp-final"
     shutil.rmtree(tmp, ignore_errors=True)
     if hasattr(lm.model, "peft_config"):
-        lm.model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
+        lm.model.save_pretrained(tmp, state_dict=state)  # adapter_config.json + adapter_model.safetensors
         lm.tokenizer.save_pretrained(tmp)
         lm.feature_extractor.save_pretrained(tmp)
         if merged:
             merged_model = copy.deepcopy(lm.model).merge_and_unload()
             save_audio_lm(AudioLM(merged_model, lm.tokenizer, lm.feature_extractor, lm.family), run_dir / "final-merged")
     else:
-        save_audio_lm(lm, tmp)
+        save_audio_lm(lm, tmp, state_dict=state, dtype=lm.compute_dtype)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def _export_state(lm: AudioLM, sharded: bool) -> dict[str, torch.Tensor] | None:
+    """The whole model's state dict (gathered when sharded, cast to the compute dtype), or None as is."""
+    if not sharded and lm.compute_dtype is None:
+        return None
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        target = lm.model if hasattr(lm.model, "peft_config") else base_model(lm.model)
+        state = get_model_state_dict(target, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        state = base_model(lm.model).state_dict()
+    dtype = lm.compute_dtype
+    return {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in state.items()}

@@ -220,7 +220,7 @@ class SFTTrainer(Trainer):
         all processes add up to the token mean of the whole step.
         Returns (summed NLL, correctly predicted tokens) of this micro-batch.
         """
-        logits = target_logits(self.lm, batch)  # [B, T, V]
+        logits = self.lm.call(target_logits, self.lm, batch)  # [B, T, V]
         logprobs = token_logprobs(logits, batch.target_ids)  # [B, T] fp32
         sft_loss(logprobs, batch.target_mask, num_tokens).backward()
         with torch.no_grad():
@@ -242,7 +242,8 @@ class SFTTrainer(Trainer):
         for b in batches:  # 2
             part_nll, part_correct = self.backward(b, n_target / self.acc.num_processes)
             nll, correct = nll + part_nll, correct + part_correct
-        grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc)  # 3
+        grad_norm = clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc,
+                                  self.sharded)  # 3
         sums = self.global_reduce({"nll": nll, "correct": correct}, "sum")
         dt = time.perf_counter() - t0
         return {  # 4

@@ -69,6 +69,15 @@ class DataStream:
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index}
 
+    @staticmethod
+    def rescaled(state: dict[str, int], old_world: int, new_world: int) -> dict[str, int]:
+        """A process's position when a run written by `old_world` processes resumes on `new_world`.
+
+        Process r of W takes positions r, r+W, ... of the epoch's permutation, so after `index`
+        draws each, the first index x W positions are used; the new processes continue from there.
+        """
+        return {"epoch": int(state["epoch"]), "index": int(state["index"]) * old_world // new_world}
+
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
         self._order = self._perm()

@@ -25,10 +25,10 @@ from harken.data.prompts import get_template
 from harken.eval.answers import accuracy
 from harken.train.checkpoint import Checkpoints, resume_point
 from harken.train.metrics import MetricsLogger, progress, truncate_metrics_after
-from harken.train.optim import build_optimizer
-from harken.train.policy import encoder_is_frozen, prepare_model, trainable_parameters
+from harken.train.optim import build_optimizer, state_bytes
+from harken.train.policy import encoder_is_frozen, prepare_model, rounded_away_fraction, trainable_parameters
 from harken.train.processes import check_replicas_agree, make_accelerator
-from harken.train.run_folder import close_run_log, export_final, start_run
+from harken.train.run_folder import close_run_log, export_final, record_in_run_json, start_run
 from harken.train.stream import DataStream, make_audio_loader, resolve_dataset
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,16 @@ class Trainer:
         self.val = resolve_dataset(cfg.val, self.run_dir, cfg.run.seed)[: cfg.run.eval_limit] if cfg.val.path else []
         self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
         self.audio = make_audio_loader(self.lm, cfg.prompt)
+        self.sharded = cfg.model.sharding == "fsdp"
         self.params = trainable_parameters(self.lm)
         self.frozen_encoder = encoder_is_frozen(self.lm)
         self.max_steps = self.total_steps()
         self.optimizer, self.scheduler = build_optimizer(self.params, cfg.optim, self.scheduler_steps())
+        self._warn_low_precision()
         self.generator = self.make_generator()
         self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
         self.step = 0
+        self.memory_logged = False
         self.resumed = self._resume()
         self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
         self.log_setup()
@@ -103,6 +106,8 @@ class Trainer:
 
     def _after_step(self, metrics: dict[str, float], sample: Any) -> None:
         run, step = self.cfg.run, self.step
+        if not self.memory_logged:
+            self._log_memory()
         if step % run.log_every == 0 or step == self.max_steps:
             self.metrics.log(step, metrics)
         if run.sample_every and (step % run.sample_every == 0 or step == 1):
@@ -117,9 +122,10 @@ class Trainer:
         if run.eval_every and self.val and self.step % run.eval_every != 0:
             self.validate()
         self.save()
-        check_replicas_agree(self.lm, self.acc)
+        if not self.sharded:  # sharded weights are one copy, not replicas
+            check_replicas_agree(self.lm, self.acc)
         self.audio.warn_long()
-        final = export_final(self.lm, self.run_dir, run.export_merged, self.acc)
+        final = export_final(self.lm, self.run_dir, run.export_merged, self.acc, self.sharded)
         self.metrics.close()
         close_run_log(self.run_dir)
         log.info("done: %d steps; final model in %s", self.step, final)
@@ -138,19 +144,53 @@ class Trainer:
 
     def save(self) -> Path:
         return self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": self.kind},
-                               {"data": self.stream.state_dict()}, self.generator, self.acc)
+                               {"data": self.stream.state_dict()}, self.generator, self.acc, self.sharded)
 
     def _resume(self) -> bool:
         start = resume_point(self.cfg.run, self.run_dir)
         if start is None:
             return False
-        state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, self.generator, self.acc)
+        state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, self.generator, self.acc,
+                                             self.sharded)
         self.step = int(state["step"])
-        self.stream.load_state_dict(rank_state["data"])
+        if rank_state is None:  # written by another number of processes
+            old_world = int(state["world"])
+            data = Checkpoints.rank_state(start)["data"]
+            self.stream.load_state_dict(DataStream.rescaled(data, old_world, self.acc.num_processes))
+            if self.generator is not None:
+                self.generator.manual_seed(self.cfg.run.seed * 1000 + self.acc.process_index + 7919 * self.step)
+            log.warning("%s was written by %d process(es), resumed on %d: the data continue from the same point "
+                        "of the epoch; sampling is re-seeded", start, old_world, self.acc.num_processes)
+        else:
+            self.stream.load_state_dict(rank_state["data"])
         if self.acc.is_main_process:
             truncate_metrics_after(self.run_dir, self.step)
         log.info("resumed from %s at step %d", start, self.step)
         return True
+
+    def _warn_low_precision(self) -> None:
+        """Full fine-tuning in a low-precision dtype without master weights loses small updates: say how many."""
+        m = self.cfg.model
+        dtype = self.params[0].dtype if self.params else torch.float32
+        if m.lora or m.master_weights or dtype == torch.float32:
+            return
+        lost = rounded_away_fraction(self.params, self.cfg.optim.lr)
+        log.warning(
+            "model.master_weights=false: the trained weights are %s; at optim.lr=%g an update is below half "
+            "a step of %.1f%% of them, which will not change. Set model.master_weights=true to keep fp32 "
+            "master weights (compute stays in %s)", str(dtype).removeprefix("torch."), self.cfg.optim.lr, 100 * lost,
+            str(dtype).removeprefix("torch."),
+        )
+
+    def _log_memory(self) -> None:
+        """After the first step, the bytes this process holds for weights, gradients and optimizer state."""
+        self.memory_logged = True
+        held = state_bytes(self.params, self.optimizer)
+        log.info("per process: trained weights %.2f MB, gradients %.2f MB, optimizer state %.2f MB (%s)",
+                 held["weights"] / 1e6, held["gradients"] / 1e6, held["optimizer"] / 1e6,
+                 "sharded over %d processes" % self.acc.num_processes if self.sharded else "whole copy")
+        if self.acc.is_main_process:
+            record_in_run_json(self.run_dir, {"memory_bytes_per_process": held})
 
     def global_reduce(self, values: dict[str, float], op: str) -> dict[str, float]:
         """Element-wise "sum" or "mean" of named values over processes (identity with one process)."""

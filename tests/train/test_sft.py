@@ -198,11 +198,17 @@ def test_lora_changes_only_the_adapter(tmp_path, timbre_dir):
     assert (tmp_path / "final" / "adapter_config.json").exists()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_frozen_encoder_full_finetune(tmp_path, timbre_dir, dtype):
-    cfg = _cfg(tmp_path, timbre_dir, "model.freeze_encoder=true", f"model.dtype={dtype}")
+@pytest.mark.parametrize("dtype,master_weights,stored", [
+    ("float32", True, torch.float32),
+    ("bfloat16", True, torch.float32),  # bf16 compute over fp32 master weights
+    ("bfloat16", False, torch.bfloat16),  # pure bf16, asked for explicitly
+])
+def test_frozen_encoder_full_finetune(tmp_path, timbre_dir, dtype, master_weights, stored):
+    cfg = _cfg(tmp_path, timbre_dir, "model.freeze_encoder=true", f"model.dtype={dtype}",
+               f"model.master_weights={str(master_weights).lower()}")
     trainer, before, after = _train(cfg)
-    assert {p.dtype for p in after.values()} == {getattr(torch, dtype)}
+    assert {p.dtype for p in after.values()} == {stored}
+    assert trainer.lm.compute_dtype == (getattr(torch, dtype) if stored != getattr(torch, dtype) else None)
     assert all(math.isfinite(r["loss"]) for r in _metrics(tmp_path))
     encoder = [n for n in before if n.startswith("model.audio_tower.")]
     rest = [n for n in before if n not in encoder]
