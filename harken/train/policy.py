@@ -97,7 +97,8 @@ def _with_lora(lm: AudioLM, model_cfg) -> torch.nn.Module:
         target_modules=lora_target_regex(lm, list(model_cfg.lora_target_modules)),
         bias="none",
     )
-    return get_peft_model(lm.model, cfg)
+    # peft keeps adapters in fp32 over a low-precision base unless master weights are turned off.
+    return get_peft_model(lm.model, cfg, autocast_adapter_dtype=model_cfg.master_weights)
 
 
 def rounded_away_fraction(params: list[torch.nn.Parameter], lr: float) -> float:

@@ -259,7 +259,7 @@ class SFTTrainer(Trainer):
 
     def log_samples(self, batch: SFTBatch, n: int = 4) -> None:
         """Greedy answers of the model for a few of this step's examples, beside their targets."""
-        if not self.acc.is_main_process:
+        if not self.acc.is_main_process and not self.sharded:  # a sharded model generates with every process
             return
         examples = batch.examples[:n]
         wave = [self.audio.load(ex.audio) for ex in examples]

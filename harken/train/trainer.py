@@ -134,9 +134,10 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Greedy accuracy on the validation set (main process), logged as val/accuracy[/TASK]."""
         res: dict[str, float] = {}
-        if self.acc.is_main_process:
+        if self.acc.is_main_process or self.sharded:  # a sharded model generates with every process
             run = self.cfg.run
             res = accuracy(self.lm, self.val, self.template, self.audio.load, run.eval_batch_size, run.eval_max_new_tokens)
+        if self.acc.is_main_process:
             self.metrics.log(self.step, {f"val/accuracy{'' if k == 'all' else '/' + k}": v for k, v in res.items()})
             log.info("step %d: validation accuracy %.3f", self.step, res.get("all", math.nan))
         self.acc.wait_for_everyone()

@@ -184,3 +184,25 @@ def test_sharding_setting_is_checked():
 
     with pytest.raises(ConfigError, match="model.sharding='zero3' is not one of: none, fsdp"):
         load_config(GRPOConfig, "tiny", ["model.sharding=zero3"])
+
+
+@pytest.mark.slow
+def test_sharded_sft_with_validation_matches_the_replicated_run(tmp_path, synth_dir):
+    """SFT on two processes with activation checkpointing: validation and samples generate on every
+    process of a sharded model (a main-process-only generation would wait forever)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    losses = {}
+    for name, extra in (("ddp", []), ("fsdp", ["model.sharding=fsdp", "model.gradient_checkpointing=true"])):
+        out = tmp_path / name
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(next(PORTS)),
+               "-m", "harken.cli", "train", "sft", "--config", "tiny-sft", f"run.out_dir={out}",
+               f"data.path={synth_dir / 'train.jsonl'}", f"val.path={synth_dir / 'test.jsonl'}", "run.eval_every=2",
+               "run.eval_limit=8", "run.sample_every=2", "run.max_steps=2", "run.progress=false",
+               "run.tensorboard=false", *extra]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        rows = _rows(out, "metrics.jsonl")
+        losses[name] = [r["loss"] for r in rows if "loss" in r]
+        assert sum("val/accuracy" in r for r in rows) == 2  # before step 1 and at step 2
+        assert (out / "samples.jsonl").exists()
+    assert losses["fsdp"] == pytest.approx(losses["ddp"], rel=1e-5)
