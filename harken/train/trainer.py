@@ -190,6 +190,8 @@ class Trainer:
         log.info("per process: trained weights %.2f MB, gradients %.2f MB, optimizer state %.2f MB (%s)",
                  held["weights"] / 1e6, held["gradients"] / 1e6, held["optimizer"] / 1e6,
                  "sharded over %d processes" % self.acc.num_processes if self.sharded else "whole copy")
+        if torch.cuda.is_available():  # what the first step needed at its peak, activations included
+            held["cuda_peak_allocated"] = torch.cuda.max_memory_allocated()
         if self.acc.is_main_process:
             record_in_run_json(self.run_dir, {"memory_bytes_per_process": held})
 
