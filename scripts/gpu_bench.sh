@@ -16,6 +16,14 @@
 # withholds the speed-ups and exits 1 if not). To run the pinned version, put its wheel in
 # .whl/ (see the device notes) and it is installed to /tmp/site first.
 #
+# CASE=sharded (or CASE=all, after the benchmark) runs the paper's recipe itself at 7B size: the
+# r1aqa preset (fp32 master weights, bf16 compute, FSDP2 over every GPU of the machine) for two
+# GRPO steps on a randomly initialised Qwen2-Audio-7B saved to /tmp, with the offline synthetic
+# data; it writes $OUT/sharded-7b/ (metrics.jsonl, run.json with per-process bytes and the CUDA
+# peak of the first step, train.log) and `harken plan`'s prediction beside it. It needs >= 2 GPUs
+# and the Python packages harken's training imports (carry their wheels in .whl/): the fp32 state
+# of 8.4 B parameters is 134 GB, which one GPU cannot hold; on one GPU it says so and stops.
+#
 # Memory: weights 17 GB + gradients 17 GB + AdamW states 34 GB, plus the naive path's
 # activations for 8 copies of the prompt (tens of GB). Should the first attempt run out of
 # memory, it is repeated with completion micro-batches of 2 rows (same for both paths; recorded
@@ -42,6 +50,28 @@ if torch.cuda.is_available():
     print("device", torch.cuda.get_device_name(0), round(torch.cuda.get_device_properties(0).total_memory / 2**30), "GiB")
 PY
 
+sharded_case() {
+    local ngpu model
+    ngpu=$(python3 -c "import torch; print(torch.cuda.device_count())")
+    if [ "$ngpu" -lt 2 ]; then
+        echo "sharded 7B case: needs at least 2 GPUs (found $ngpu); the fp32 state of the r1aqa recipe is 134 GB"
+        return 0
+    fi
+    model=/tmp/qwen2-audio-7b-random
+    python3 - "$model" <<'PY' || return 1
+import sys, torch
+from harken.models.config7b import build_7b
+from harken.models.loading import save_audio_lm
+save_audio_lm(build_7b("cuda", torch.bfloat16), sys.argv[1])
+PY
+    local train=(model.path=$model data.path=synthetic:train run.out_dir=$OUT/sharded-7b run.max_steps=2
+                 run.save_every=0 run.keep_last=1 rollout.max_new_tokens=32 run.progress=false)
+    python3 -m harken.cli plan --config r1aqa --gpus "$ngpu" --json "${train[@]}" > "$OUT/sharded-7b-plan.json"
+    timeout 900 torchrun --nproc_per_node "$ngpu" -m harken.cli train grpo --config r1aqa "${train[@]}"
+}
+
+if [ "${CASE:-bench}" = sharded ]; then sharded_case; exit $?; fi
+
 ARGS=(--size 7b --device cuda --dtype bfloat16 --clip-seconds 10 --group-size 8 --completion-tokens 32
       --prompts 1 --reps 3 --warmup 1 --out "$OUT/gpu-7b-10s-g8")
 # Dry run of the plumbing on any machine: BENCH_ARGS="--size toy --device cpu --out /tmp/x" bash scripts/gpu_bench.sh
@@ -56,4 +86,5 @@ if [ $rc -ne 0 ] && grep -q "OutOfMemoryError\|CUDA out of memory" "$OUT/bench.l
     rc=$?
 fi
 echo "harken bench exited with $rc after $(( $(date +%s) - start )) s"
+if [ "${CASE:-bench}" = all ]; then sharded_case || rc=1; fi
 exit $rc

@@ -15,10 +15,10 @@ import logging
 import sys
 
 from harken import __version__
-from harken.cli import bench, data, demo, eval, model, report, train
+from harken.cli import bench, data, demo, eval, model, plan, report, train
 
 # The command modules, in the order their commands are listed by `harken --help`.
-COMMAND_MODULES = (model, data, eval, train, bench, demo, report)
+COMMAND_MODULES = (model, data, eval, train, plan, bench, demo, report)
 
 GROUPS = {
     "data": "prepare, inspect and validate datasets",
