@@ -22,7 +22,7 @@ from harken.config import load_config
 from harken.schema import GRPOConfig
 
 HERE = Path(__file__).parent
-PORTS = iter(range(29640, 29700))
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]  # a free port each
 
 
 def length_reward(completions, examples):
@@ -42,8 +42,7 @@ def _train(out: Path, data: Path, procs: int, *extra: str) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
     launch = [sys.executable, "-m", "harken.cli"]
     if procs > 1:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                  "--master_port", str(next(PORTS)), "-m", "harken.cli"]
+        launch = [*TORCHRUN[:-1], str(procs), "-m", "harken.cli"]
     proc = subprocess.run([*launch, "train", "grpo", "--config", "tiny", *_overrides(out, data, *extra)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -123,14 +122,13 @@ def test_sharded_checkpoints_restore_exactly_on_another_number_of_processes(runs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni"])
+@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
 def test_sharded_gradients_equal_one_process(tmp_path, family):
     """The same fixed rollouts: gradients gathered from two processes' shards == one unsharded process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = str(HERE / "sharded_grads.py")
     subprocess.run([sys.executable, script, str(tmp_path / "one.pt"), family], env=env, check=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    str(next(PORTS)), script, str(tmp_path / "two.pt"), family, "fsdp"],
+    subprocess.run([*TORCHRUN, script, str(tmp_path / "two.pt"), family, "fsdp"],
                    env=env, check=True, timeout=300, capture_output=True)
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     assert torch.equal(one["ids"], two["ids"])
@@ -194,8 +192,7 @@ def test_sharded_sft_with_validation_matches_the_replicated_run(tmp_path, synth_
     losses = {}
     for name, extra in (("ddp", []), ("fsdp", ["model.sharding=fsdp", "model.gradient_checkpointing=true"])):
         out = tmp_path / name
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(next(PORTS)),
-               "-m", "harken.cli", "train", "sft", "--config", "tiny-sft", f"run.out_dir={out}",
+        cmd = [*TORCHRUN, "-m", "harken.cli", "train", "sft", "--config", "tiny-sft", f"run.out_dir={out}",
                f"data.path={synth_dir / 'train.jsonl'}", f"val.path={synth_dir / 'test.jsonl'}", "run.eval_every=2",
                "run.eval_limit=8", "run.sample_every=2", "run.max_steps=2", "run.progress=false",
                "run.tensorboard=false", *extra]
