@@ -89,7 +89,8 @@ def load_config(schema: type[T], preset: str | None = None, overrides: Sequence[
     if bad:
         raise ConfigError(f"overrides must be key=value, got: {', '.join(bad)}")
     if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        # `key=` means the empty string (OmegaConf would read None, which a str field rejects).
+        layers.append(OmegaConf.from_dotlist([o + "''" if o.endswith("=") else o for o in overrides]))
         sources.append("command line")
     merged = layers[0]
     for layer, source in zip(layers[1:], sources[1:]):

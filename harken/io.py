@@ -1,7 +1,10 @@
 """Reading and writing record files: the one implementation every other module uses.
 
-Owns: atomic writes (a temporary file in the same folder, then a rename, so a reader never sees
-half a file and a crash never destroys the previous version), reading "a JSON list or JSON lines"
+Owns: atomic writes (a temporary file in the same folder, synced to disk, then a rename, so a
+reader never sees half a file and a crash or power cut never destroys the previous version; files
+get the permissions the umask gives, not mkstemp's 0600), renaming whole folders into place the
+same way (`replace_folder`), one-line messages for file-system errors (`describe_os_error`, `describe_error`,
+`PathError`: the path and what to do), reading "a JSON list or JSON lines"
 with errors that name the file and the line or item, and reading a JSON-lines file that is being
 appended to (a last line cut short by a crash is dropped, not fatal).
 Does not own: what the records mean (`harken.data.records`, `harken.data.readers`).
@@ -10,14 +13,107 @@ Does not own: what the records mean (`harken.data.records`, `harken.data.readers
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 logger = logging.getLogger(__name__)
+
+
+class PathError(OSError):
+    """A file or folder problem the user can fix; the message names the path and what to do."""
+
+
+_ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space (or choose another folder) and run again",
+    errno.EDQUOT: "the disk quota is used up: free some space (or choose another folder) and run again",
+    errno.EFBIG: "the file is larger than this system allows (see ulimit -f): raise the limit or choose another folder",
+    errno.EACCES: "permission denied: make it writable (readable) for this user or choose another folder",
+    errno.EPERM: "operation not permitted: make it writable for this user or choose another folder",
+    errno.EROFS: "the file system is read-only: choose another folder",
+    errno.ENOTDIR: "a part of this path is a file, not a folder: move the file or choose another path",
+    errno.EEXIST: "a file of this name is in the way of a folder: move it or choose another path",
+    errno.EISDIR: "this is a folder, a file was expected: give the file's path",
+    errno.ENOENT: "not found: check the path",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a file-system error: the path, what went wrong and what to do."""
+    if isinstance(e, PathError):
+        return str(e)
+    advice = _ADVICE.get(e.errno) if e.errno is not None else None
+    what = (e.strerror or _first_line(e)) + (f" ({advice})" if advice else "")
+    if e.filename is None:
+        return what
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else f"{e.filename}"
+    return f"{where}: {what}"
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for an error met while reading or writing a file (`describe_os_error` for OSError)."""
+    return describe_os_error(e) if isinstance(e, OSError) else _first_line(e)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (/proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file or a folder (its entries: a rename in it) to disk; a no-op where folders can't be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _mkstemp(path: Path, suffix: str) -> tuple[int, str]:
+    """A temporary file beside `path` with the permissions a plain open() would give (umask applied)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Rename a finished folder onto `final` (replacing an old one) after syncing its files and itself.
+
+    A crash leaves either the old `final` or the new one, never part of one: the files are on disk
+    before the rename, and the rename is on disk (the parent synced) before this returns.
+    """
+    tmp, final = Path(tmp), Path(final)
+    for f in tmp.rglob("*"):  # files and sub-folders
+        _fsync_path(f)
+    _fsync_path(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_path(final.parent)
 
 
 @contextlib.contextmanager
@@ -29,28 +125,31 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", suffix: str = "") -> 
         mode: "w" (text, UTF-8) or "wb".
         suffix: ending of the temporary name (some writers pick the format from it, e.g. ".png").
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    try:
+    with _replacing(Path(path), suffix or ".tmp") as (fd, _):
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[str], Any], suffix: str = "") -> None:
     """Let `save(tmp_path)` write a file (a figure, a tensor file), then rename it onto `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with _replacing(path, suffix or path.suffix or ".tmp") as (fd, tmp):
+        os.close(fd)
         save(tmp)
+        _fsync_path(tmp)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path, suffix: str) -> Iterator[tuple[int, str]]:
+    """A temporary file (descriptor, path) beside `path`, renamed onto it on a clean exit (the rename
+    synced), removed on an error. The caller writes and syncs the file."""
+    fd, tmp = _mkstemp(path, suffix)
+    try:
+        yield fd, tmp
         os.replace(tmp, path)
+        _fsync_path(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

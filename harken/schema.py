@@ -28,7 +28,7 @@ class ModelConfig:
     lora: bool = False  # train a LoRA adapter instead of the full model
     lora_r: int = 16  # LoRA rank
     lora_alpha: int = 32  # LoRA scaling numerator
-    lora_dropout: float = 0.05  # dropout on the LoRA branch
+    lora_dropout: float = 0.05  # dropout on the LoRA branch (SFT; GRPO only with algo.dropout=true)
     lora_target_modules: List[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )  # module names inside the language model; the audio encoder is always excluded
@@ -52,6 +52,8 @@ class RolloutConfig:
     max_new_tokens: int = 256  # completion length cap (longer ones are truncated)
     temperature: float = 1.0  # sampling temperature
     top_p: float = 1.0  # nucleus sampling threshold
+    top_k: int = 0  # sample among the k most likely tokens (0 = all; transformers' generate, as the release used it: 50)
+    min_p: float = 0.0  # drop tokens less likely than min_p x the most likely one (0 = off)
     prefix_sharing: bool = True  # compute each prompt once per group (exact); false = naive reference path
     micro_batch: int = 0  # completion rows per policy forward/backward (0 = all rows of a micro-step)
     mask_truncated: bool = False  # exclude completions that hit max_new_tokens from the loss
@@ -72,6 +74,7 @@ class AlgoConfig:
     ratio_level: str = "token"  # token | sequence (GSPO)
     loss_agg: str = "seq_mean_token_mean"  # seq_mean_token_mean (paper) | token_mean (DAPO) | seq_mean_token_sum_norm (Dr.GRPO)
     updates_per_batch: int = 1  # mu: optimizer passes over each batch of rollouts
+    dropout: bool = False  # dropout in the RL passes (rollout, old, reference, policy); false: off in all, so the first ratio is 1
 
 
 @dataclass
@@ -83,7 +86,8 @@ class RewardSpec:
 @dataclass
 class RewardConfig:
     rewards: List[RewardSpec] = field(default_factory=lambda: [RewardSpec("accuracy"), RewardSpec("format")])
-    accuracy_rule: str = "exact"  # exact (paper: <answer> text == answer) | benchmark (MMAU word-match rule)
+    accuracy_rule: str = "exact"  # exact: tagged text == answer | benchmark: MMAU word match | r1aqa: the release's rule
+    format_rule: str = "stripped"  # stripped: whole stripped completion matches the template | r1aqa: the raw completion, as the release
 
 
 @dataclass
@@ -103,8 +107,9 @@ class RunConfig:
     out_dir: str = "runs/grpo"  # everything of the run goes here
     max_steps: int = 1000  # optimizer steps (times updates_per_batch for GRPO)
     save_every: int = 100  # checkpoint interval in steps (0 = only at the end)
-    keep_last: int = 3  # checkpoints kept
+    keep_last: int = 3  # checkpoints kept (0 = all); the newest is never removed
     resume: str = "auto"  # auto (last complete checkpoint if any) | never | path to a checkpoint
+    resume_changed: str = "refuse"  # settings differing from the checkpoint's (RESUME_EXEMPT aside): refuse | warn | allow
     log_every: int = 1  # metrics interval
     sample_every: int = 50  # write sample completions every N steps
     eval_every: int = 0  # validation interval (0 = off)
@@ -132,7 +137,7 @@ class GRPOConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
-        from harken.rl import advantages, algorithm
+        from harken.rl import advantages, algorithm, rewards
         from harken.data.prompts import TEMPLATES
 
         checks = [
@@ -150,8 +155,15 @@ class GRPOConfig:
             raise ConfigError("rollout.group_size must be >= 2 (advantages compare completions within a group)")
         if self.algo.updates_per_batch < 1:
             raise ConfigError("algo.updates_per_batch must be >= 1")
-        if self.reward.accuracy_rule not in ("exact", "benchmark"):
-            raise ConfigError("reward.accuracy_rule must be exact or benchmark")
+        for key, value, valid in (("reward.accuracy_rule", self.reward.accuracy_rule, rewards.ACCURACY_RULES),
+                                  ("reward.format_rule", self.reward.format_rule, rewards.FORMAT_RULES)):
+            if value not in valid:
+                raise ConfigError(f"{key}={value!r} is not one of: {', '.join(valid)}")
+        if self.algo.dropout and self.model.gradient_checkpointing:
+            raise ConfigError(
+                "algo.dropout=true with model.gradient_checkpointing=true is not supported (generation needs the "
+                "checkpointed layers in eval mode, which would turn their dropout off); set one of them to false"
+            )
         if self.model.gradient_checkpointing and self.rollout.prefix_sharing:
             # Checkpointed decoder layers drop the cache argument the shared prefix relies on; forcing
             # it replays appends twice and gives wrong gradients without any error.
@@ -192,15 +204,12 @@ class SFTConfig:
         if self.prompt.template not in TEMPLATES:
             raise ConfigError(f"prompt.template={self.prompt.template!r} is not one of: {', '.join(TEMPLATES)}")
         _validate_common(self)
-        if self.train.batch_size < 1:
-            raise ConfigError("train.batch_size must be >= 1 (examples per device per micro-step)")
-        if self.optim.grad_accum < 1:
-            raise ConfigError("optim.grad_accum must be >= 1")
         if self.run.max_steps <= 0 and not self.train.epochs > 0:
             raise ConfigError("set run.max_steps > 0 or train.epochs > 0 (the run length)")
 
 
 def _validate_common(cfg) -> None:
+    _validate_ranges(cfg)
     if cfg.optim.schedule not in ("linear", "cosine", "constant"):
         raise ConfigError("optim.schedule must be linear, cosine or constant")
     if cfg.prompt.long_clip_policy not in ("truncate", "error", "keep"):
@@ -217,3 +226,59 @@ def _validate_common(cfg) -> None:
             "needs the whole model in one process); export the adapter and merge it after training, or train "
             "with model.sharding=none"
         )
+
+
+# --- ranges: every count, size, rate and probability, the key named -------------------------------
+# A key a config does not have (SFT has no rollout.*) is skipped. NaN fails every check.
+_RANGES = {
+    "at least 1": (lambda v: v >= 1, (
+        "rollout.prompts_per_step", "rollout.max_new_tokens", "optim.grad_accum", "run.log_every",
+        "run.eval_limit", "run.eval_batch_size", "run.eval_max_new_tokens", "model.lora_r", "train.batch_size",
+    )),
+    "at least 0": (lambda v: v >= 0, (
+        "rollout.micro_batch", "rollout.top_k", "rollout.max_resample_rounds", "optim.warmup_steps", "optim.weight_decay",
+        "optim.max_grad_norm", "algo.kl_coef", "algo.adv_eps", "algo.clip_eps_low", "algo.clip_eps_high",
+        "run.save_every", "run.keep_last", "run.sample_every", "run.eval_every", "train.epochs", "data.limit",
+        "val.limit",
+    )),
+    "greater than 0": (lambda v: v > 0, (
+        "optim.lr", "rollout.temperature", "prompt.max_audio_seconds", "model.lora_alpha",
+    )),
+    "in (0, 1]": (lambda v: 0 < v <= 1, ("rollout.top_p",)),
+    "in [0, 1)": (lambda v: 0 <= v < 1, ("optim.adam_beta1", "optim.adam_beta2", "model.lora_dropout", "rollout.min_p")),
+}
+_MISSING = object()
+
+
+def _validate_ranges(cfg) -> None:
+    for rule, (ok, keys) in _RANGES.items():
+        for key in keys:
+            section, name = key.split(".")
+            value = getattr(getattr(cfg, section, None), name, _MISSING)
+            if value is _MISSING or value is None:
+                continue
+            if not ok(value):
+                raise ConfigError(f"{key}={value} must be {rule}")
+    if cfg.run.resume_changed not in ("refuse", "warn", "allow"):
+        raise ConfigError(f"run.resume_changed={cfg.run.resume_changed!r} is not one of: refuse, warn, allow")
+    # GRPO trains exactly run.max_steps steps; SFT's 0 means "from train.epochs".
+    least = 0 if hasattr(cfg, "train") else 1
+    if cfg.run.max_steps < least:
+        meaning = " (0 = as many as train.epochs needs)" if least == 0 else " (the optimizer steps to train)"
+        raise ConfigError(f"run.max_steps={cfg.run.max_steps} must be at least {least}{meaning}")
+
+
+# --- resume: the keys that may differ from the checkpoint's config without run.resume_changed -----
+# Every other key must equal the checkpoint's, or the run refuses to resume (run.resume_changed).
+# These may differ because they change neither the weights nor the path of training up to the
+# checkpoint, only where the run goes from here or what it writes and measures:
+RESUME_EXEMPT = (
+    "run.out_dir",  # resuming into another folder (run.resume=PATH) is how a run is copied or branched
+    "run.resume", "run.resume_changed",  # how this start finds its checkpoint
+    "run.max_steps", "train.epochs",  # the run's length: a finished run is continued to a later step
+    "run.save_every", "run.keep_last",  # checkpoint bookkeeping
+    "run.log_every", "run.sample_every", "run.tensorboard", "run.wandb", "run.wandb_project", "run.progress",  # logs
+    "run.eval_every", "run.eval_limit", "run.eval_batch_size", "run.eval_max_new_tokens", "train.eval_before",  # validation
+    "val.",  # the validation set (every val.* key): what is measured, not what is trained
+    "run.export_merged",  # what the end of the run writes
+)

@@ -23,11 +23,12 @@ def synth_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
-    """Saved toy models of both families: {"qwen2-audio": path, "qwen2.5-omni": path}."""
+    """Saved toy models of every registered family: {"qwen2-audio": path, "qwen2.5-omni": path, ...}."""
+    from harken.models.families import FAMILIES
     from harken.models.toy import build_tiny
 
     out = {}
-    for fam in ("qwen2-audio", "qwen2.5-omni"):
+    for fam in FAMILIES:
         path = tmp_path_factory.mktemp(fam.replace(".", "_"))
         build_tiny(fam, path, seed=0)
         out[fam] = path

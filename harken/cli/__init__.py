@@ -55,15 +55,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from harken.config import ConfigError
+    from harken.io import describe_os_error
 
     try:
         rc = args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except ConfigError as e:
         print(f"harken: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"harken: error: {describe_os_error(e) if e.filename is not None else e}", file=sys.stderr)
         return 2
     except ValueError as e:
         # Data errors are raised as ValueError with the file and item in the message.
         print(f"harken: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # harken.io.PathError, or a file-system error from anywhere: the path, what to do
+        print(f"harken: error: {describe_os_error(e)}", file=sys.stderr)
         return 1
     return int(rc or 0)
 

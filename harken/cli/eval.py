@@ -11,14 +11,16 @@ from pathlib import Path
 
 
 def _cmd_run(args) -> int:
+    from harken.cli.data import parse_field_args
     from harken.eval.results import print_summary
     from harken.eval.run import run_benchmark
 
+    fields = parse_field_args(args.field) or None
     try:
         results = run_benchmark(
             args.benchmark, args.model, args.out, data=args.data, audio_root=args.audio_root, template=args.template,
             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, adapter=args.adapter,
-            skip_missing=args.skip_missing, limit=args.limit, device=args.device, dtype=args.dtype,
+            skip_missing=args.skip_missing, limit=args.limit, device=args.device, dtype=args.dtype, fields=fields,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished items are kept in {args.out}/items.jsonl; run the same command again to continue")
@@ -50,6 +52,7 @@ def _cmd_compare(args) -> int:
 
 
 def _add_run(ev) -> None:
+    from harken.cli.data import DATASET_TABLES, add_field_option
     from harken.eval.benchmarks import RUN_BENCHMARKS
 
     p = ev.add_parser(
@@ -58,17 +61,21 @@ def _add_run(ev) -> None:
         description=(
             "Greedy answers for every item, scored with the benchmark's official rule. Clips are "
             "checked before anything is generated. Items are saved after each batch: run the same "
-            "command again to continue an interrupted run."
+            "command again to continue an interrupted run. A --data file without answers (a test "
+            "split) gets predictions.json for submission and no accuracy."
         ),
     )
     p.add_argument("--benchmark", required=True, choices=list(RUN_BENCHMARKS),
-                   help="mmau-test-mini (file v05.15.25), mmau-test-mini-v2503 (the paper's file), mmar, "
-                        "or jsonl (a canonical / generic file given with --data)")
+                   help="mmau-test-mini (the shipped file v05.15.25), mmau-test-mini-v2503 (the paper's file), "
+                        "or with --data: mmau or mmar (a file in that benchmark's layout), "
+                        "jsonl (a canonical / generic file)")
     p.add_argument("--model", required=True, metavar="PATH", help="model checkpoint folder")
-    p.add_argument("--data", default=None, metavar="FILE", help="dataset file for mmar and jsonl")
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help=f"dataset for mmau, mmar and jsonl: a JSON / JSON-lines file or a table ({DATASET_TABLES})")
     p.add_argument("--audio-root", default=None, metavar="DIR",
                    help="folder relative clip paths are joined to (MMAU: the folder holding test-mini-audios/; "
-                        "default for mmar/jsonl: the --data file's folder)")
+                        "default with --data: the --data file's folder)")
+    add_field_option(p)
     p.add_argument("--out", required=True, metavar="DIR", help="evaluation folder (reused to continue a run)")
     p.add_argument("--template", default="prompt2", help="prompt template (default: prompt2, the paper's best)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="generation budget per answer (default: 64)")

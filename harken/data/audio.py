@@ -4,15 +4,19 @@ Owns: opening clips with soundfile (wav, flac, ogg/vorbis/opus, and mp3 where th
 libsndfile can), mixing channels down to mono by averaging them, resampling with soxr, the
 long-clip policy (`truncate` / `error` / `keep`), one summary warning per dataset for long clips
 (`AudioLoader`), cheap header-only inspection (`audio_info`) and the full decode check used when
-a dataset is validated (`verify_audio`). Every failure is an `AudioError` naming the file and
-what is wrong.
+a dataset is validated (`verify_audio`), whether a clip is there (`clip_exists`). A clip is a
+file, or a clip embedded in a parquet / Arrow table (`harken.data.tables.embedded_ref`), decoded
+from its bytes by the same path. Every failure is an `AudioError` naming the clip and what is
+wrong.
 
 Does not own: feature extraction (mel spectrograms belong to the model's processor), reading
-dataset files (`harken.data.readers`), or any caching of decoded audio.
+dataset files (`harken.data.readers`), fetching an embedded clip's bytes (`harken.data.tables`),
+or any caching of decoded audio.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -21,6 +25,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import soxr
+
+from harken.data.tables import embedded_bytes, is_embedded, parse_embedded
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +69,8 @@ def _check_args(sampling_rate: int, max_seconds: float | None, long_policy: str)
 def _open(path: str | os.PathLike) -> sf.SoundFile:
     """Open a clip for reading; missing, zero-byte and unrecognised files become AudioError."""
     p = os.fspath(path)
+    if is_embedded(p):
+        return _open_embedded(p)
     if not os.path.exists(p):
         raise AudioError(p, "missing_audio", "audio file not found")
     if os.path.isdir(p):
@@ -73,6 +81,33 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
         return sf.SoundFile(p)
     except (sf.SoundFileError, RuntimeError) as e:
         raise AudioError(p, "corrupt_audio", f"cannot decode audio ({_reason(e)})") from None
+
+
+def _open_embedded(ref: str) -> sf.SoundFile:
+    """Open a clip embedded in a table from its bytes (the table's file must be there)."""
+    try:
+        data = embedded_bytes(ref)
+    except FileNotFoundError as e:
+        raise AudioError(ref, "missing_audio", str(e)) from None
+    except ValueError as e:
+        raise AudioError(ref, "corrupt_audio", str(e)) from None
+    if not data:
+        raise AudioError(ref, "empty_audio", "empty embedded clip (0 bytes)")
+    try:
+        return sf.SoundFile(io.BytesIO(data))
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise AudioError(ref, "corrupt_audio", f"cannot decode audio ({_reason(e)})") from None
+
+
+def clip_exists(path: str | os.PathLike) -> bool:
+    """Whether a clip's file is there (for an embedded clip: its table's file); nothing is decoded."""
+    p = os.fspath(path)
+    if is_embedded(p):
+        try:
+            return parse_embedded(p)[0].is_file()
+        except ValueError:
+            return False
+    return os.path.isfile(p)
 
 
 def _reason(e: Exception) -> str:
@@ -237,16 +272,29 @@ class AudioLoader:
 
     __call__ = load
 
-    def summary(self) -> str:
-        """One line on how many clips were loaded and what happened to the long ones."""
+    def count(self, path: str | os.PathLike, seconds: float) -> None:
+        """Count a clip decoded elsewhere (`verify_audio`, by `harken data validate`) as `load` would."""
+        self.n_loaded += 1
+        if self.max_seconds is not None and seconds > self.max_seconds:
+            self.n_long += 1
+            if len(self.long_paths) < 3:
+                self.long_paths.append(os.fspath(path))
+
+    def summary(self, ahead: bool = False) -> str:
+        """One line on how many clips were loaded and what happened to the long ones.
+
+        Args:
+            ahead: the clips were only counted (`count`): say what loading them will do.
+        """
         if self.n_long == 0:
             limit = f"none longer than {_fmt_s(self.max_seconds)}" if self.max_seconds is not None else "no length limit"
             return f"{self.n_loaded} clips loaded, {limit}"
         limit = _fmt_s(self.max_seconds)  # type: ignore[arg-type]
+        verb = "will be" if ahead else "were"
         if self.long_policy == "truncate":
-            what = f"were cut to the first {limit}"
+            what = f"{verb} cut to the first {limit}"
         else:  # "keep" ("error" raises before counting)
-            what = "were kept whole (the model's feature extractor may still cut them at its own window)"
+            what = f"{verb} kept whole (the model's feature extractor may still cut them at its own window)"
         return f"{self.n_long} of {self.n_loaded} clips longer than {limit} {what}"
 
     def warn_long(self) -> str | None:
@@ -258,10 +306,15 @@ class AudioLoader:
         if self.n_long == 0 or self._warned_at == self.n_long:
             return None
         self._warned_at = self.n_long
-        line = self.summary()
+        line = self.long_line()
+        logger.warning(line)
+        return line
+
+    def long_line(self, ahead: bool = False) -> str:
+        """`summary(ahead)` with the first few long clips named: the line `warn_long` logs."""
+        line = self.summary(ahead)
         if self.long_paths:
             line += f" (e.g. {', '.join(self.long_paths)})"
-        logger.warning(line)
         return line
 
     def stats(self) -> dict[str, Any]:

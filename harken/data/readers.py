@@ -1,23 +1,29 @@
 """Datasets: reading benchmark and training files into canonical `Example` records, and checking them.
 
-Owns: the readers for canonical JSON lines, AVQA / R1-AQA, MMAU, MMAR and generic JSON files
-with a field mapping; resolving each item's clip path against an audio root; running the item
-checks over a whole file (`read_dataset`, `load_dataset`, `load_examples`) and the `Dataset` it
-returns; the AVQA video -> audio question rule (`video_to_audio`).
+Owns: the readers for canonical JSON lines, AVQA / R1-AQA, MMAU, MMAR and generic files with a
+field mapping (which also renames the MMAU and MMAR keys); resolving each item's clip path
+against an audio root (by default the dataset's folder: `dataset_folder`); running the item
+checks over a whole dataset, a JSON / JSON-lines file or a table (`read_dataset`, `load_dataset`,
+`load_examples`) and the `Dataset` it returns; items without answers (a test split), read only
+where asked; the AVQA video -> audio question rule (`video_to_audio`).
 
 Does not own: the `Example` record (`harken.data.records`), reading JSON list / JSON lines text
 (`harken.io.iter_records`), the field checks and the bad-item report (`harken.data.checks`), the
-shipped MMAU files and checksums (`harken.data.benchmarks`), decoding audio (`harken.data.audio`;
+shipped MMAU files and checksums (`harken.data.benchmarks`), parquet / Arrow files and `save_to_disk`
+folders and the clips embedded in them (`harken.data.tables`), decoding audio (`harken.data.audio`;
 clips are only opened here when a check is asked for), prompts, scoring, `harken data validate`
 (`harken.cli.data`).
 
-Every reader accepts both a JSON list file and JSON lines (one object per line). An item is bad
+Every reader accepts a JSON list file, JSON lines (one object per line) and a table's rows. An
+item is bad
 when its line is not valid JSON, a required field is missing or empty, it has fewer than 2
 choices, its answer is not one of its choices (or an answer index is out of range), its id
 repeats an earlier one, or (with `check_audio`) its clip is missing, undecodable, empty or holds
 NaN/inf samples. A bad item raises a ValueError naming the file, the line (JSON lines) or list
-position (JSON list), the item id and the problem; with `skip_bad` it is skipped and counted in
-`Dataset.report` instead, and one summary line is logged.
+position (JSON list, table row), the item id and the problem; with `skip_bad` it is skipped and
+counted in `Dataset.report` instead, and one summary line is logged. With `allow_unanswered`, a
+dataset whose items all lack an answer is a test split (`Example.answer` None); a file where only
+some lack one is an error.
 """
 
 from __future__ import annotations
@@ -46,22 +52,26 @@ from harken.data.checks import (
     text_field,
 )
 from harken.data.records import Example
+from harken.data.tables import is_embedded, is_table, iter_table_rows, table_sha256
 from harken.io import MalformedLine, iter_records
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("canonical", "avqa", "mmau", "mmar", "jsonl")
 CANONICAL_FIELDS = ("id", "audio", "question", "choices", "answer")  # what `fields` may map
+MAPPED_FORMATS = ("jsonl", "mmau", "mmar")  # the formats `fields` applies to
 
 
 @dataclass
 class DatasetConfig:
     """Where a dataset is and how to read it (a section of the train/eval configs)."""
 
-    path: str = ""  # dataset file, or a shipped benchmark: mmau-test-mini, mmau-test-mini-v2503
+    # A dataset file, a table (.parquet, .arrow, a save_to_disk folder, a glob of shards), or a
+    # shipped benchmark: mmau-test-mini, mmau-test-mini-v2503.
+    path: str = ""
     format: str = "canonical"  # one of canonical | avqa | mmau | mmar | jsonl (generic, uses `fields`)
     audio_root: Optional[str] = None  # folder relative clip paths are joined to; None: canonical -> the file's folder, others as given
-    fields: dict[str, str] = field(default_factory=dict)  # jsonl only: canonical name -> source key, e.g. {question: q}
+    fields: dict[str, str] = field(default_factory=dict)  # jsonl, mmau, mmar: canonical name -> source key, e.g. {question: q}
     skip_bad: bool = False  # skip bad items (counted in the report) instead of stopping at the first
     check_audio: bool = False  # open and fully decode every clip at load time
     limit: Optional[int] = None  # keep only the first N good items (None: all)
@@ -70,10 +80,17 @@ class DatasetConfig:
 class Dataset(Sequence[Example]):
     """The examples read from one file, where they came from, and what was skipped."""
 
-    def __init__(self, examples: list[Example], source: dict[str, Any], report: BadItemReport):
+    def __init__(self, examples: list[Example], source: dict[str, Any], report: BadItemReport,
+                 clip_seconds: dict[str, float] | None = None):
         self.examples = examples  # in file order
         self.source = source  # path, name, sha256, format, audio_root (+ benchmark, version for shipped MMAU)
         self.report = report  # bad items (non-empty only with skip_bad)
+        self.clip_seconds = clip_seconds or {}  # clip -> decoded duration (only with check_audio)
+
+    @property
+    def unanswered(self) -> bool:
+        """A test split: no item has an answer (read with allow_unanswered)."""
+        return bool(self.examples) and self.examples[0].answer is None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -118,17 +135,30 @@ def video_to_audio(question: str) -> str:
 class _Ctx:
     audio_root: str | None
     fields: dict[str, str]
+    allow_unanswered: bool = False
 
 
 def _join_root(audio: str, audio_root: str | None) -> str:
-    """Relative clip paths are joined to the audio root; absolute ones and rootless ones are kept."""
-    if audio_root is None or os.path.isabs(audio):
+    """Relative clip paths are joined to the audio root; absolute, rootless and embedded ones are kept."""
+    if audio_root is None or os.path.isabs(audio) or is_embedded(audio):
         return audio
     return os.path.normpath(os.path.join(audio_root, audio))
 
 
 def _keep(obj: dict, keys: Sequence[str]) -> dict[str, Any]:
     return {k: obj[k] for k in keys if obj.get(k) is not None}
+
+
+def _answer(obj: dict, key: str, choices: list[str], ctx: _Ctx, allow_index: bool, hint: str = "") -> str | None:
+    """The answer's text; None for an item without one (absent, null or blank) where allowed."""
+    value = obj.get(key)
+    if ctx.allow_unanswered and (value is None or (isinstance(value, str) and not value.strip())):
+        return None
+    return answer_field(require_field(obj, key, hint), choices, key, allow_index)
+
+
+def _hint(name: str) -> str:
+    return f" (the source of {name!r}; map another key with fields.{name}=KEY or --field {name}=KEY)"
 
 
 def _read_canonical(obj: dict, ctx: _Ctx) -> Example:
@@ -141,7 +171,7 @@ def _read_canonical(obj: dict, ctx: _Ctx) -> Example:
         audio=_join_root(text_field(obj, "audio"), ctx.audio_root),
         question=text_field(obj, "question"),
         choices=choices,
-        answer=answer_field(obj.get("answer"), choices, "answer", allow_index=False),
+        answer=_answer(obj, "answer", choices, ctx, allow_index=False),
         meta=dict(meta),
     )
 
@@ -161,42 +191,43 @@ def _read_avqa(obj: dict, ctx: _Ctx) -> Example:
         audio=_join_root(audio, ctx.audio_root),
         question=video_to_audio(text_field(obj, "question_text")),
         choices=choices,
-        answer=answer_field(obj.get("answer"), choices, "answer", allow_index=True),
+        answer=_answer(obj, "answer", choices, ctx, allow_index=True),
         meta=meta,
     )
 
 
 def _read_benchmark(audio_key: str, meta_keys: tuple[str, ...], obj: dict, ctx: _Ctx) -> Example:
-    """MMAU and MMAR: canonical-like names, the clip under `audio_key`, chosen keys kept as meta."""
-    choices = choices_field(obj, "choices")
-    return Example(
-        id=text_field(obj, "id"),
-        audio=_join_root(text_field(obj, audio_key), ctx.audio_root),
-        question=text_field(obj, "question"),
-        choices=choices,
-        answer=answer_field(obj.get("answer"), choices, "answer", allow_index=False),
-        meta=_keep(obj, meta_keys),
-    )
+    """MMAU and MMAR: canonical-like names, the clip under `audio_key`, chosen keys kept as meta;
+    `fields` renames any of them (e.g. audio=audio for a Hugging Face copy with an audio column)."""
+    src = {name: ctx.fields.get(name, audio_key if name == "audio" else name) for name in CANONICAL_FIELDS}
+
+    def hint(name: str) -> str:
+        return _hint(name) if ctx.fields or name == "audio" else ""
+
+    return _mapped(obj, ctx, src, hint, False, _keep(obj, meta_keys))
 
 
 def _read_generic(obj: dict, ctx: _Ctx) -> Example:
     src = {name: ctx.fields.get(name, name) for name in CANONICAL_FIELDS}
-
-    def hint(name: str) -> str:
-        return f" (the source of {name!r}; map another key with fields.{name}=KEY or --field {name}=KEY)"
-
-    choices = choices_field(obj, src["choices"], hint("choices"))
     meta: dict[str, Any] = {}
     rest = {k: v for k, v in obj.items() if k not in src.values()}
     if isinstance(rest.get("meta"), dict):  # a canonical-style nested meta is flattened in
         meta.update(rest.pop("meta"))
     meta.update(rest)
+    return _mapped(obj, ctx, src, _hint, True, meta)
+
+
+def _mapped(obj: dict, ctx: _Ctx, src: dict[str, str], hint: Callable[[str], str], allow_index: bool,
+            meta: dict[str, Any]) -> Example:
+    """An Example from the keys `src` names for each canonical field (an int answer is an index
+    where `allow_index`); `hint(name)` follows a missing field's message."""
+    choices = choices_field(obj, src["choices"], hint("choices"))
     return Example(
         id=text_field(obj, src["id"], hint("id")),
         audio=_join_root(text_field(obj, src["audio"], hint("audio")), ctx.audio_root),
         question=text_field(obj, src["question"], hint("question")),
         choices=choices,
-        answer=answer_field(require_field(obj, src["answer"], hint("answer")), choices, src["answer"], allow_index=True),
+        answer=_answer(obj, src["answer"], choices, ctx, allow_index, hint("answer")),
         meta=meta,
     )
 
@@ -224,6 +255,7 @@ class _ItemChecker:
         self.check_audio = check_audio
         self.first_seen: dict[str, str] = {}  # id -> where it was first read
         self.clip_errors: dict[str, AudioError | None] = {}  # AVQA asks several questions per clip
+        self.clip_seconds: dict[str, float] = {}  # clip -> decoded duration, for the clips that decode
 
     def example(self, obj: Any, line: int | None, index: int | None) -> Example:
         if isinstance(obj, MalformedLine):
@@ -241,7 +273,7 @@ class _ItemChecker:
     def _check_clip(self, audio: str) -> None:
         if audio not in self.clip_errors:
             try:
-                verify_audio(audio)
+                self.clip_seconds[audio] = verify_audio(audio)["duration"]
                 self.clip_errors[audio] = None
             except AudioError as e:
                 self.clip_errors[audio] = e
@@ -264,8 +296,9 @@ def _raw_id(obj: Any, key: str) -> str | None:
 
 
 def _check_options(format: str, fields: dict[str, str], limit: int | None) -> None:
-    if fields and format != "jsonl":
-        raise ConfigError(f"a field mapping applies to format 'jsonl' only (got format {format!r} and fields {fields})")
+    if fields and format not in MAPPED_FORMATS:
+        raise ConfigError(f"a field mapping applies to formats {', '.join(MAPPED_FORMATS)} only "
+                          f"(got format {format!r} and fields {fields})")
     unknown = sorted(set(fields) - set(CANONICAL_FIELDS))
     if unknown:
         raise ConfigError(f"unknown canonical field(s) {', '.join(unknown)} in the mapping; valid: {', '.join(CANONICAL_FIELDS)}")
@@ -292,47 +325,60 @@ def read_dataset(
     fields: dict[str, str] | None = None,
     check_audio: bool = False,
     limit: int | None = None,
+    allow_unanswered: bool = False,
 ) -> Dataset:
-    """Read a dataset file into canonical examples.
+    """Read a dataset into canonical examples.
 
     Args:
-        path: a JSON list or JSON-lines file, or a shipped benchmark name ("mmau-test-mini",
-            "mmau-test-mini-v2503"), which implies format "mmau".
-        format: canonical | avqa | mmau | mmar | jsonl (generic with `fields`).
+        path: a JSON list or JSON-lines file; a table (`harken.data.tables.is_table`: a .parquet
+            or .arrow file, a `save_to_disk` folder, a folder or glob of shards), whose audio
+            columns may hold the clips themselves; or a shipped benchmark name
+            ("mmau-test-mini", "mmau-test-mini-v2503"), which implies format "mmau".
+        format: canonical | avqa | mmau | mmar | jsonl (generic with `fields`): the items' keys.
         audio_root: folder relative clip paths are joined to (normalised). When None, canonical
             files (written by harken with paths relative to themselves, e.g. `harken data
-            synth`) resolve them against the dataset file's folder; the benchmark and generic
-            formats keep them as given (AVQA without `audio_path`: "<video_name>.wav").
+            synth`) resolve them against the dataset's folder (`dataset_folder`); the benchmark
+            and generic formats keep them as given (AVQA without `audio_path`: "<video_name>.wav").
+            Embedded clips need no root.
         skip_bad: skip bad items and count them in `Dataset.report` instead of raising.
-        fields: jsonl only: canonical name (id, audio, question, choices, answer) -> source key;
-            unmapped names are read from the key of the same name, other keys go to `meta`.
-            An integer answer is an index into the choices.
+        fields: jsonl, mmau, mmar: canonical name (id, audio, question, choices, answer) -> source
+            key. jsonl: unmapped names are read from the key of the same name, other keys go to
+            `meta`, and an integer answer is an index into the choices; mmau / mmar: the mapping
+            replaces the format's own key for that name.
         check_audio: open and decode every clip (each distinct path once): it must exist, decode,
-            be non-empty and finite. Never done otherwise.
+            be non-empty and finite. Never done otherwise. Durations go to `Dataset.clip_seconds`.
         limit: stop after this many good examples.
+        allow_unanswered: items without an answer (absent, null or blank) are read with
+            `answer=None` when none of the items has one (a test split, `Dataset.unanswered`).
 
     Raises:
         FileNotFoundError: no such dataset file.
         ConfigError: unknown format, or a bad `fields` mapping.
         ValueError: a bad item (without skip_bad), naming the file, line or list position, id
-            and problem; an unreadable file; a file with no items.
+            and problem; an unreadable file; a file with no items; some items without an answer
+            and some with one (allow_unanswered).
     """
     if format not in FORMATS:
         raise ConfigError(f"unknown dataset format {format!r}; choose one of {', '.join(FORMATS)}")
     file, fmt, benchmark = resolve_dataset_path(path, format)
     fields = dict(fields or {})
     _check_options(fmt, fields, limit)
-    raw, text = _read_bytes(file)
+    if is_table(file):
+        records: Any = ((f"{file}: item [{i}]", row) for i, row in iter_table_rows(file))
+        sha256 = table_sha256(file)
+    else:
+        raw, text = _read_bytes(file)
+        records, sha256 = iter_records(file, text, strict=False), hashlib.sha256(raw).hexdigest()
 
     root = os.fspath(audio_root) if audio_root is not None else None
     if root is None and fmt == "canonical":
-        root = os.path.abspath(file.parent)
-    checker = _ItemChecker(fmt, _Ctx(audio_root=root, fields=fields), check_audio)
+        root = os.path.abspath(dataset_folder(file))
+    checker = _ItemChecker(fmt, _Ctx(audio_root=root, fields=fields, allow_unanswered=allow_unanswered), check_audio)
     id_key = fields.get("id", "id")
     report = BadItemReport(file=str(file), audio_checked=check_audio)
     examples: list[Example] = []
     empty = True
-    for where, obj in iter_records(file, text, strict=False):
+    for where, obj in records:
         empty = False
         if limit is not None and len(examples) >= limit:
             break
@@ -349,17 +395,31 @@ def read_dataset(
         report.ok += 1
 
     if empty:
-        raise ValueError(f"{file}: no items found (expected a JSON list of objects or one JSON object per line)")
+        what = "rows" if is_table(file) else "a JSON list of objects or one JSON object per line"
+        raise ValueError(f"{file}: no items found (expected {what})")
+    unanswered = [ex for ex in examples if ex.answer is None]
+    if unanswered and len(unanswered) < len(examples):
+        raise ValueError(
+            f"{file}: {len(unanswered)} of {len(examples)} items have no answer (first: id {unanswered[0].id!r}); "
+            "a scored set needs every answer, a test split none"
+        )
     if report.bad:
         logger.warning("skipped bad items: %s", report.summary_line())
-    return Dataset(examples, _source(file, raw, fmt, root, benchmark), report)
+    return Dataset(examples, _source(file, sha256, fmt, root, benchmark), report, checker.clip_seconds)
 
 
-def _source(file: Path, raw: bytes, fmt: str, root: str | None, benchmark: str | None) -> dict[str, Any]:
+def dataset_folder(path: str | os.PathLike) -> Path:
+    """The folder a dataset's relative clip paths point into by default: a file's (or a glob's)
+    folder, or a dataset folder (`save_to_disk`, shards) itself."""
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+def _source(file: Path, sha256: str, fmt: str, root: str | None, benchmark: str | None) -> dict[str, Any]:
     source: dict[str, Any] = {
         "path": str(file.resolve()),
         "name": file.name,
-        "sha256": hashlib.sha256(raw).hexdigest(),
+        "sha256": sha256,
         "format": fmt,
         "audio_root": root,
     }
@@ -384,12 +444,14 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     )
 
 
-def load_examples(path: str | os.PathLike, format: str = "canonical", audio_root: str | None = None) -> list[Example]:
-    """The examples of a dataset file, relative clip paths resolved for every format.
+def load_examples(path: str | os.PathLike, format: str = "canonical", audio_root: str | None = None,
+                  fields: dict[str, str] | None = None) -> list[Example]:
+    """The examples of a dataset (file or table), relative clip paths resolved for every format.
 
-    Relative clip paths are resolved against `audio_root`, by default the dataset file's folder,
-    so a split written elsewhere still points at the clips (used by `harken data split|stats`).
+    Relative clip paths are resolved against `audio_root`, by default the dataset's folder
+    (`dataset_folder`), so a split written elsewhere still points at the clips (used by
+    `harken data split|stats`). `fields` as for `read_dataset`.
     """
-    if audio_root is None and os.path.isfile(path):
-        audio_root = str(Path(path).resolve().parent)
-    return list(read_dataset(path, format=format, audio_root=audio_root))
+    if audio_root is None and (os.path.isfile(path) or is_table(path)):
+        audio_root = str(dataset_folder(Path(path).resolve()))
+    return list(read_dataset(path, format=format, audio_root=audio_root, fields=fields))

@@ -19,10 +19,14 @@ class Example:
     """
 
     id: str  # unique within its dataset
-    audio: str  # path to the clip (absolute, or as given when the reader had no root)
+    # Path to the clip (absolute, or as given when the reader had no root), or a clip embedded in
+    # a parquet / Arrow table (`harken.data.tables.embedded_ref`).
+    audio: str
     question: str  # question text as shown to the model (AVQA: "video" already -> "audio")
     choices: list[str]  # 2-8 answer options, in the dataset's order
-    answer: str  # the correct option's text, always one of `choices`
+    # The correct option's text, always one of `choices`; None only in a test split (read with
+    # allow_unanswered, for `eval run` and `data validate`: training never sees one).
+    answer: str | None
     meta: dict[str, Any] = field(default_factory=dict)  # task, category, sub-category, difficulty, dataset...
 
     def to_dict(self) -> dict[str, Any]:
@@ -35,10 +39,12 @@ class Example:
             audio=str(d["audio"]),
             question=str(d["question"]),
             choices=[str(c) for c in d["choices"]],
-            answer=str(d["answer"]),
+            answer=None if d.get("answer") is None else str(d["answer"]),
             meta=dict(d.get("meta") or {}),
         )
 
     @property
     def answer_index(self) -> int:
+        if self.answer is None:
+            raise ValueError(f"item {self.id!r} has no answer (a test split)")
         return self.choices.index(self.answer)

@@ -67,22 +67,27 @@ def split_dataset(
     format: str = "canonical",
     audio_root: str | None = None,
     out: str | os.PathLike | None = None,
+    fields: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Split a dataset file by clip and write OUT/train.jsonl, OUT/val.jsonl and OUT/split.json.
 
+    A table's embedded clips are written as references into the table (`harken.data.tables`), so
+    the split files keep reading them from there; each row counts as a clip of its own.
+
     Args:
-        dataset: the dataset file.
+        dataset: the dataset file or table.
         val: minimum number of validation questions.
         seed: shuffle seed.
         format: its format (see `harken.data.readers.FORMATS`).
         audio_root: folder relative clip paths are joined to (default: the dataset's folder).
         out: output folder (default: the dataset's folder).
+        fields: canonical name -> the dataset's key (jsonl, mmau, mmar), as `data.fields`.
 
     Returns:
         What split.json holds: the input, the request, and per side questions, clips and path.
     """
     dataset = Path(dataset)
-    examples = load_examples(dataset, format, audio_root)
+    examples = load_examples(dataset, format, audio_root, fields)
     out = Path(out) if out else dataset.resolve().parent
     train_path, val_path = out / "train.jsonl", out / "val.jsonl"
     if dataset.resolve() in (train_path.resolve(), val_path.resolve()):

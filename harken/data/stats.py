@@ -181,14 +181,17 @@ def file_stats(
     audio_root: str | None = None,
     window_seconds: float = 30.0,
     bins: int = 20,
+    fields: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """`dataset_stats` of a dataset file, durations read from the clip headers.
+    """`dataset_stats` of a dataset file or table, durations read from the clip headers.
 
-    Adds the dataset's path and the errors of the first 5 unreadable clips.
+    Adds the dataset's path and the errors of the first 5 unreadable clips. Clips are read in the
+    dataset's order (a table's embedded clips: one row group after the other). `fields` as
+    `data.fields`.
     """
     dataset = Path(dataset)
-    examples = load_examples(dataset, format, audio_root)
-    durations, errors = clip_durations(sorted({ex.audio for ex in examples}))
+    examples = load_examples(dataset, format, audio_root, fields)
+    durations, errors = clip_durations(dict.fromkeys(ex.audio for ex in examples))
     stats = dataset_stats(examples, durations, window_seconds=window_seconds, bins=bins)
     stats["dataset"] = str(dataset.resolve())
     stats["durations"]["unreadable_errors"] = dict(list(errors.items())[:5])

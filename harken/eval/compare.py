@@ -43,6 +43,8 @@ def _warnings(names: Sequence[str], runs: Sequence[dict], heads: Sequence[str | 
         warnings.append(f"the runs were scored on different files ({files}): their numbers are not comparable")
     for name, r in zip(names, runs):
         m, cov = r["missing_predictions"], r.get("coverage")
+        if r.get("no_accuracy"):
+            warnings.append(f"{name}: no accuracy, its items have no answers (a test split)")
         if m["count"]:
             warnings.append(f"{name}: {m['count']} items without a prediction, counted as {m['counted_as']}")
         if cov and cov["evaluated"] < cov["total"]:

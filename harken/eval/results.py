@@ -12,9 +12,11 @@ and their value order (`harken.eval.benchmarks`), tables across runs (`harken.ev
 
 An evaluation folder (`--out DIR`) holds:
     items.jsonl          one line per item: id, prediction, correct, group fields, and raw_output
-                         (`eval run`) or missing_prediction / counted (`eval score`)
+                         (`eval run`) or missing_prediction / counted (`eval score`); an item
+                         without an answer (a test split) has correct null and counted false
     results.json         benchmark, file + sha256, accuracy overall and per group with counts,
-                         items without a prediction and how they were counted, coverage
+                         items without a prediction and how they were counted, coverage; for a
+                         test split, accuracy null and `no_accuracy`: the line saying why
     predictions.json     the benchmark's own items with the prediction under the benchmark's own
                          key(s), ready for the official scripts (MMAU: model_output and
                          model_prediction; MMAR: answer_prediction; jsonl: prediction)
@@ -45,7 +47,7 @@ class ScoredItem:
 
     id: str
     prediction: str | None  # the text judged; None when the item had no prediction
-    correct: bool
+    correct: bool | None  # None: the item has no answer to judge against (a test split; not counted)
     groups: dict[str, str] = field(default_factory=dict)  # group field -> value
     counted: bool = True  # False: left out of the accuracy (--official-skip)
     raw_output: str | None = None  # the model's whole output (`eval run`)
@@ -223,8 +225,10 @@ def _table_lines(results: dict[str, Any]) -> list[str]:
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    """The results as markdown: headline, provenance, one table per group."""
+    """The results as markdown: headline, provenance, one table per group (or why there is none)."""
     head = f"# {results['benchmark']}: {pct(results['accuracy'])} % ({results['n_correct']} / {results['n_scored']})"
+    if results.get("no_accuracy"):
+        head = f"# {results['benchmark']}: no accuracy\n\n{results['no_accuracy']}"
     lines = [head, "", *_provenance_lines(results), *_coverage_lines(results), *_table_lines(results)]
     return "\n".join(lines) + "\n"
 
@@ -270,6 +274,13 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     console = Console()
+    if results.get("no_accuracy"):
+        console.print(results["no_accuracy"], markup=False)
+        cov = results.get("coverage")
+        if cov and cov["evaluated"] < cov["total"]:
+            console.print(f"[yellow]coverage: {cov['evaluated']} of {cov['total']} items have a prediction[/yellow]")
+        console.print(f"written to {out}/ (predictions.json, results.json, results.md, items.jsonl)")
+        return
     head = headline_group(results)
     table = Table(title=f"{results['benchmark']} ({results['file']['name']})")
     table.add_column(head or "")

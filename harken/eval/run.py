@@ -12,6 +12,8 @@ text (`harken.models`, `harken.eval.answers`).
 
 Scoring is always the official rule (`harken.eval.scoring.is_correct`) on the answer extracted
 from the model's raw output (`extract_answer`: the first <answer> tag, else the whole output).
+A benchmark file without answers (a test split) gets its predictions and no accuracy: results.json
+says why (`no_accuracy`), and predictions.json is the file to submit.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harken import __version__
+from harken.data.benchmarks import MMAU_VERSIONS
 from harken.data.records import Example
 from harken.eval.benchmarks import Benchmark, load_benchmark
 from harken.eval.results import FIRST_IDS, ScoredItem, group_values, new_results, summarize, write_outputs
@@ -71,12 +74,14 @@ def _check_numbers(max_new_tokens: int, batch_size: int, limit: int | None) -> N
 
 
 def _missing_clips(selection: Sequence[Example], bench: Benchmark, skip_missing: bool) -> list[Example]:
-    """The items whose clip file does not exist; an error unless `skip_missing`."""
-    missing = [ex for ex in selection if not os.path.isfile(ex.audio)]
+    """The items whose clip file (or table, for an embedded clip) does not exist; an error unless `skip_missing`."""
+    from harken.data.audio import clip_exists
+
+    missing = [ex for ex in selection if not clip_exists(ex.audio)]
     if missing and not skip_missing:
         listed = "\n".join(f"  {ex.id}: {ex.audio}" for ex in missing[:5])
         more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
-        hint = " (--audio-root should be the folder that holds test-mini-audios/)" if bench.spec.kind == "mmau" else ""
+        hint = " (--audio-root should be the folder that holds test-mini-audios/)" if bench.name in MMAU_VERSIONS else ""
         raise ValueError(
             f"{len(missing)} of {len(selection)} clips are missing{hint}:\n{listed}{more}\n"
             "Fix the paths, or pass --skip-missing to evaluate the rest and report the coverage."
@@ -145,17 +150,21 @@ def _load_clips(loader, examples: Sequence[Example], skip_missing: bool, unreada
     return batch, audio
 
 
+def _scored(ex: Example, pred: str | None, groups: Sequence[str], raw: str | None) -> ScoredItem:
+    """An item judged by the official rule; without an answer (a test split) it is left unjudged."""
+    if ex.answer is None:
+        return ScoredItem(ex.id, pred, None, group_values(ex.meta, groups), counted=False, raw_output=raw)
+    return ScoredItem(ex.id, pred, is_correct(pred, ex.answer, ex.choices), group_values(ex.meta, groups), raw_output=raw)
+
+
 def _answer_batch(lm, batch: list[Example], audio: list, tmpl, max_new_tokens: int, groups: Sequence[str]) -> list[dict]:
     """Generate for one batch and score it: the rows for items.jsonl."""
     outputs = _generate(lm, batch, tmpl, audio, max_new_tokens)
     if len(outputs) != len(batch):
         raise RuntimeError(f"generation returned {len(outputs)} outputs for {len(batch)} prompts")
-    rows = []
-    for ex, raw in zip(batch, outputs):
-        pred = extract_answer(raw, ex.choices, tmpl.lettered)
-        item = ScoredItem(ex.id, pred, is_correct(pred, ex.answer, ex.choices), group_values(ex.meta, groups), raw_output=raw)
-        rows.append(item.to_row())
-    return rows
+    return [
+        _scored(ex, extract_answer(raw, ex.choices, tmpl.lettered), groups, raw).to_row() for ex, raw in zip(batch, outputs)
+    ]
 
 
 def _generate_todo(lm, todo: list[Example], bench: Benchmark, tmpl, log_path: Path, done: dict[str, dict],
@@ -204,8 +213,7 @@ def _final_items(
             continue
         raw = row.get("raw_output")
         pred = extract_answer(raw, ex.choices, tmpl.lettered) if raw is not None else row.get("prediction")
-        correct = is_correct(pred, ex.answer, ex.choices)
-        items.append(ScoredItem(ex.id, pred, correct, group_values(ex.meta, bench.groups), raw_output=raw))
+        items.append(_scored(ex, pred, bench.groups, raw))
         predictions.append({**own, **{k: pred for k in bench.spec.prediction_keys}})
     return items, predictions
 
@@ -223,6 +231,14 @@ def _coverage(items: list[ScoredItem], selection: Sequence[Example], bench: Benc
     }
 
 
+def _no_accuracy_line(bench: Benchmark, n: int) -> str:
+    """Why a test split gets no accuracy, and what to do with its predictions."""
+    keys = " and ".join(bench.spec.prediction_keys)
+    where = f"ready to submit to {bench.spec.submission}" if bench.spec.submission else "for whoever holds the answers"
+    return (f"no accuracy: the {n} items have no answers (a test split); "
+            f"predictions.json holds each prediction under {keys}, {where}")
+
+
 def run_benchmark(
     benchmark: str,
     model: str,
@@ -238,6 +254,7 @@ def run_benchmark(
     limit: int | None = None,
     device: str = "cpu",
     dtype: str = "auto",
+    fields: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Generate greedy answers for a benchmark, score them, write an evaluation folder.
 
@@ -246,12 +263,14 @@ def run_benchmark(
     started again with the same settings.
 
     Args:
-        benchmark: mmau-test-mini (v05.15.25), mmau-test-mini-v2503 (the paper's), mmar, jsonl.
+        benchmark: mmau-test-mini (v05.15.25), mmau-test-mini-v2503 (the paper's), or mmau, mmar,
+            jsonl with `data`.
         model: checkpoint folder (or cached hub id) for `harken.models.loading.load_audio_lm`.
         out: evaluation folder (see `harken.eval.results`).
-        data: the dataset file for mmar / jsonl (MMAU uses the shipped metadata).
+        data: the dataset file or table for mmau / mmar / jsonl (the test-mini names use the
+            shipped metadata). Without answers in it, predictions only (`no_accuracy`).
         audio_root: folder relative clip paths are joined to (MMAU: the folder that holds
-            test-mini-audios/); default for mmar / jsonl: the data file's folder.
+            test-mini-audios/); default with `data`: the data file's folder.
         template: prompt template name (`harken.data.prompts`).
         max_new_tokens: generation budget per answer.
         batch_size: items per generation call.
@@ -260,6 +279,7 @@ def run_benchmark(
             instead of stopping.
         limit: evaluate only the first N items of the benchmark.
         device, dtype: where and in what precision the model runs.
+        fields: canonical name -> the data's key (mmau, mmar, jsonl), as `data.fields`.
 
     Returns:
         The results dict also written to `out/results.json`.
@@ -269,7 +289,7 @@ def run_benchmark(
     _check_numbers(max_new_tokens, batch_size, limit)
     tmpl = get_template(template)
     out = Path(out)
-    bench = load_benchmark(benchmark, data, audio_root)
+    bench = load_benchmark(benchmark, data, audio_root, fields)
     selection = bench.examples[:limit] if limit else bench.examples
     # Clips first: a missing clip should stop the run before a model is even loaded.
     missing = _missing_clips(selection, bench, skip_missing)
@@ -282,6 +302,7 @@ def run_benchmark(
         "adapter": _resolved(adapter),
         "template": template,
         "max_new_tokens": max_new_tokens,
+        **({"fields": dict(fields)} if fields else {}),
     }
     invocation = {
         "harken_version": __version__,
@@ -316,6 +337,8 @@ def run_benchmark(
     file = {"name": bench.source["name"], "path": bench.source["path"], "sha256": bench.source["sha256"]}
     results = new_results("run", benchmark, file, source, items, run={**settings, **invocation})
     results["coverage"] = _coverage(items, selection, bench, missing, unreadable)
+    if bench.unanswered:
+        results["no_accuracy"] = _no_accuracy_line(bench, len(selection))
     results.update(summarize(items, bench.groups))
     write_outputs(out, results, items, predictions)
     return results

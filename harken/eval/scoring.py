@@ -2,8 +2,8 @@
 
 Owns: pulling the answer out of a model's raw output (`extract_answer`), the official
 MMAU / MMAR correctness rule (`is_correct`) and its one-line description in result files
-(`RULE`), and R1-AQA's exact-match accuracy reward
-(`answer_reward_exact`). Evaluation and the GRPO rewards both call these, so answer parsing
+(`RULE`), and the exact-match accuracy rewards: harken's (`answer_reward_exact`) and the R1-AQA
+release's, quirks included (`answer_reward_r1aqa`). Evaluation and the GRPO rewards both call these, so answer parsing
 exists in exactly one place. Pure Python, no torch, no I/O.
 
 Does not own: reading benchmark files, aggregating accuracies (`harken.eval.results`), or turning a
@@ -36,6 +36,7 @@ __all__ = [
     "RULE",
     "WORD_PATTERN",
     "answer_reward_exact",
+    "answer_reward_r1aqa",
     "answer_span",
     "extract_answer",
     "is_correct",
@@ -55,6 +56,9 @@ WORD_PATTERN = re.compile(r"\b\w+\b")
 # First `<answer>...</answer>`; DOTALL so that an answer broken over lines is still found.
 # (R1-AQA's release used the same pattern without DOTALL; only multi-line tag contents differ.)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+# The R1-AQA release's pattern (src/utils/rewards.py): no DOTALL, so a tag spanning a newline is no match.
+_RELEASE_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>")
 
 # A bare option letter as a lettered template's answer: "A", "A.", "A)", "A:", "(A)", "(A).".
 _BARE_LETTER = re.compile(r"^\(?\s*([A-Za-z])\s*\)?\s*[.:)]?$")
@@ -163,3 +167,24 @@ def answer_reward_exact(completion: str, answer: str) -> bool:
     """
     span = answer_span(completion)
     return span is not None and span == answer.strip()
+
+
+def answer_reward_r1aqa(completion: str, answer: str) -> bool:
+    """The R1-AQA release's accuracy check (`accuracy_reward`, src/utils/rewards.py), quirks included.
+
+    The release's solution is `<answer>{answer}</answer>`; both it and the completion are reduced
+    to the stripped text of their first `<answer>...</answer>` match, with a pattern that is NOT
+    DOTALL (a tag spanning a newline does not match), or to the whole stripped text when there is
+    no match. So a bare "Man" is correct for "Man", `"<answer>\\nMan\\n</answer>"` is not, and
+    `"<answer>a\\nb</answer><answer>Man</answer>"` is. The release first tries a math-expression
+    verifier (math_verify 0.7) and counts a match as correct; it is left out here, because it parses
+    nothing in the solution `<answer>text</answer>` (so it never matches) unless the answer text
+    itself holds LaTeX math (`$2$`, `\\frac{1}{2}`) or a phrase like "the answer is 3", which AVQA
+    answers do not.
+    """
+    solution = f"<answer>{answer}</answer>"
+    sol_match = _RELEASE_ANSWER_TAG.search(solution)
+    ground_truth = sol_match.group(1).strip() if sol_match else solution.strip()
+    content_match = _RELEASE_ANSWER_TAG.search(completion)
+    student = content_match.group(1).strip() if content_match else completion.strip()
+    return student == ground_truth

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harken.models.families import AUDIO_TOKEN, ENDOFTEXT, IM_END, Family, audio_tokens_for_frames
+from harken.models.families import ENDOFTEXT, Family
 
 
 @dataclass
@@ -119,7 +119,7 @@ class AudioLM:
     # --- token facts -------------------------------------------------------------------------
     @property
     def audio_token_id(self) -> int:
-        return self.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+        return self.tokenizer.convert_tokens_to_ids(self.family.audio_token)
 
     @property
     def pad_id(self) -> int:
@@ -129,7 +129,7 @@ class AudioLM:
     @property
     def eos_ids(self) -> list[int]:
         """Tokens that end the assistant's turn."""
-        ids = {self.tokenizer.convert_tokens_to_ids(t) for t in (IM_END, ENDOFTEXT)}
+        ids = {self.tokenizer.convert_tokens_to_ids(t) for t in self.family.eos_tokens}
         return sorted(i for i in ids if i is not None and i >= 0)
 
     @property
@@ -157,10 +157,11 @@ class AudioLM:
             return_tensors="pt",
         )
         feats, fmask = fe["input_features"], fe["attention_mask"].long()
-        counts = [int(audio_tokens_for_frames(int(n))) for n in fmask.sum(-1)]
+        counts = [int(self.family.audio_token_count(int(n))) for n in fmask.sum(-1)]
         rows = []
+        placeholder = self.family.audio_token
         for text, n in zip(user_texts, counts):
-            chat = self.family.chat_text(text).replace(AUDIO_TOKEN, AUDIO_TOKEN * n, 1)
+            chat = self.family.chat_text(text).replace(placeholder, placeholder * n, 1)
             rows.append(self.tokenizer(chat, add_special_tokens=False)["input_ids"])
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)

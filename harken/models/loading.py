@@ -1,8 +1,10 @@
 """Loading and saving models: one entry point for checkpoints, hub ids and `tiny:` toy models.
 
-Owns: `load_audio_lm` (safetensors only, no remote code unless asked; a full Qwen2.5-Omni
-checkpoint loads its thinker only; `tiny:FAMILY` builds the toy model in memory), dtype names,
-`save_audio_lm` (a `save_pretrained` folder that transformers loads), parameter counts.
+Owns: `load_audio_lm` (safetensors only, no remote code unless asked; a full Omni checkpoint
+loads its thinker only; `tiny:FAMILY` builds the toy model in memory), dtype names,
+`save_audio_lm` (a `save_pretrained` folder that transformers loads), parameter counts; a model
+path that is not there, and a tokenizer without the family's audio tokens ("tokenizer missing in
+DIR"), are one-line `PathError`s.
 Does not own: building toy models (`harken.models.toy`), training set-up (`harken.train`).
 """
 
@@ -14,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from harken.io import PathError, describe_error
 from harken.models.audio_lm import AudioLM
-from harken.models.families import QWEN2_AUDIO, base_model, family_for_config
+from harken.models.families import base_model, family_for_config
 
 
 def resolve_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
@@ -48,7 +51,7 @@ def load_audio_lm(
     evaluated with `--model tiny:FAMILY --adapter RUN/final`.
 
     Safe by default: weights from safetensors only, no remote code unless asked for.
-    A full Qwen2.5-Omni checkpoint loads its thinker only (the talker is not needed for text).
+    A full Omni checkpoint loads its thinker only (the talker is not needed for text).
     """
     if str(path).startswith("tiny:"):
         from harken.models.toy import build_tiny
@@ -66,31 +69,74 @@ def load_audio_lm(
 
 
 def _load_checkpoint(path: str, dtype: str, device: str, trust_remote_code: bool, attn_implementation: str | None) -> AudioLM:
-    from transformers import AutoConfig, AutoFeatureExtractor, AutoTokenizer
+    from transformers import AutoFeatureExtractor, AutoTokenizer
 
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = _read_config(path, trust_remote_code)
     family = family_for_config(config)
+    _refuse_router_aux_loss(config, path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    check_tokenizer(tokenizer, family, path)
     torch_dtype = resolve_dtype(dtype, device)
     kwargs: dict[str, Any] = dict(dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    if config.model_type == "qwen2_5_omni":
+    if config.model_type in family.thinker_of:
         import transformers
 
-        full = transformers.Qwen2_5OmniForConditionalGeneration.from_pretrained(path, **kwargs)
+        full = getattr(transformers, family.thinker_of[config.model_type]).from_pretrained(path, **kwargs)
         model = full.thinker
         del full
     else:
         model = family.model_class.from_pretrained(path, **kwargs)
     model.to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     feature_extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=trust_remote_code)
     return AudioLM(model, tokenizer, feature_extractor, family, str(path))
 
 
+def _read_config(path: str, trust_remote_code: bool):
+    """The checkpoint's config; a folder that is not there, or a hub id not in the local cache, is one line."""
+    from transformers import AutoConfig
+
+    hint = "give a model folder (config.json, weights, tokenizer), a hub id in the local cache, or tiny:FAMILY"
+    p = Path(path).expanduser()
+    looks_local = p.is_absolute() or path.startswith((".", "~")) or path.count("/") != 1 or path.endswith("/")
+    if not p.exists() and looks_local:
+        raise PathError(f"model {path}: no such folder; {hint}")
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise PathError(f"model {path}: cannot read its config ({describe_error(e)}); {hint}") from None
+
+
+def _refuse_router_aux_loss(config: Any, path: str) -> None:
+    """A mixture-of-experts model trains without the router's load-balancing loss, as its own
+    forward does with the released config (`output_router_logits: false`, Qwen3-Omni). A config
+    that asks for the loss is refused rather than silently trained without it."""
+    text = getattr(getattr(config, "thinker_config", config), "text_config", None)
+    if getattr(text, "output_router_logits", False):
+        raise ValueError(
+            f"{path}: text_config.output_router_logits is true, i.e. the router's load-balancing loss "
+            f"(coefficient {getattr(text, 'router_aux_loss_coef', '?')}) is part of its training loss; harken "
+            "trains mixture-of-experts models without it, as the released Qwen3-Omni config does. "
+            "Set output_router_logits to false in config.json to train without it."
+        )
+
+
+def check_tokenizer(tokenizer, family, path: str) -> None:
+    """The family's audio tokens must be in the tokenizer, or prompts get no audio placeholders."""
+    audio = [t for t in dict.fromkeys((family.audio_token, *family.special_tokens)) if t in family.audio_prefix]
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in audio if t not in vocab]
+    if missing:
+        raise PathError(
+            f"tokenizer missing in {path}: it lacks the {family.name} audio token(s) {', '.join(missing)}; copy the "
+            f"base model's tokenizer files (tokenizer.json, tokenizer_config.json, ...) into {path}"
+        )
+
+
 def save_audio_lm(lm: AudioLM, out: str | Path, state_dict: dict[str, torch.Tensor] | None = None,
                   dtype: torch.dtype | None = None) -> None:
-    """save_pretrained of model, tokenizer and feature extractor (and processor for Qwen2-Audio).
+    """save_pretrained of model, tokenizer and feature extractor (and the family's processor, if it has one).
 
     Args:
         state_dict: the weights to write instead of the model's own (e.g. gathered from shards).
@@ -104,11 +150,11 @@ def save_audio_lm(lm: AudioLM, out: str | Path, state_dict: dict[str, torch.Tens
     model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     lm.tokenizer.save_pretrained(out)
     lm.feature_extractor.save_pretrained(out)
-    if lm.family is QWEN2_AUDIO:
-        from transformers import Qwen2AudioProcessor
+    if lm.family.processor_class_name:
+        import transformers
 
-        proc = Qwen2AudioProcessor(feature_extractor=lm.feature_extractor, tokenizer=lm.tokenizer)
-        proc.save_pretrained(out)
+        processor_class = getattr(transformers, lm.family.processor_class_name)
+        processor_class(feature_extractor=lm.feature_extractor, tokenizer=lm.tokenizer).save_pretrained(out)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -15,16 +15,7 @@ from typing import Iterable
 import torch
 
 from harken.models.audio_lm import AudioLM
-from harken.models.families import (
-    AUDIO_BOS,
-    AUDIO_EOS,
-    AUDIO_TOKEN,
-    ENDOFTEXT,
-    IM_END,
-    IM_START,
-    QWEN2_AUDIO,
-    get_family,
-)
+from harken.models.families import AUDIO_BOS, AUDIO_EOS, AUDIO_START, ENDOFTEXT, IM_END, Family, get_family
 from harken.models.loading import save_audio_lm
 
 
@@ -46,8 +37,9 @@ _CORPUS = [
 ]
 
 
-def train_toy_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 512):
-    """A byte-level BPE tokenizer with Qwen2's pre-tokenizer and special tokens, trained locally."""
+def train_toy_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 512,
+                        special_tokens: tuple[str, ...] = get_family("qwen2-audio").special_tokens):
+    """A byte-level BPE tokenizer with Qwen2's pre-tokenizer and a family's special tokens, trained locally."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -60,10 +52,10 @@ def train_toy_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 512):
         [pre_tokenizers.Split(Regex(pattern), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tok.decoder = decoders.ByteLevel()
-    specials = [ENDOFTEXT, IM_START, IM_END, AUDIO_TOKEN, AUDIO_BOS, AUDIO_EOS, "<think>", "</think>", "<answer>", "</answer>"]
+    tags = ["<think>", "</think>", "<answer>", "</answer>"]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=specials[:6],
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -71,7 +63,7 @@ def train_toy_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 512):
     tok.train_from_iterator(texts, trainer)
     # Tags are added as ordinary (non-special) tokens so they decode with skip_special_tokens.
     tokenizer = Qwen2Tokenizer(tokenizer_object=tok, unk_token=None, bos_token=None, eos_token=IM_END, pad_token=ENDOFTEXT)
-    tokenizer.add_tokens(specials[6:])
+    tokenizer.add_tokens(tags)
     return tokenizer
 
 
@@ -87,9 +79,8 @@ def build_tiny(
     """Build a toy-size model of a real architecture, offline, and optionally save it.
 
     The saved folder loads with `from_pretrained` (model, tokenizer, feature extractor; for
-    Qwen2-Audio also the processor), and with `load_audio_lm`.
+    Qwen2-Audio and Audio Flamingo 3 also the processor), and with `load_audio_lm`.
     """
-    import transformers
     from transformers import WhisperFeatureExtractor
 
     fam = get_family(family)
@@ -97,12 +88,9 @@ def build_tiny(
         raise ValueError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
     s = SIZES[size]
     torch.manual_seed(seed)
-    tokenizer = train_toy_tokenizer(extra_texts, vocab_size=vocab_size)
-    vocab = len(tokenizer)
-    audio_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
-    head_dim = s["hidden"] // s["heads"]
+    tokenizer = train_toy_tokenizer(extra_texts, vocab_size=vocab_size, special_tokens=fam.special_tokens)
     text = dict(
-        vocab_size=vocab,
+        vocab_size=len(tokenizer),
         hidden_size=s["hidden"],
         intermediate_size=s["ffn"],
         num_hidden_layers=s["layers"],
@@ -122,31 +110,9 @@ def build_tiny(
         # The encoder requires mel length == 2 x max_source_positions; 100 mel frames per second.
         max_source_positions=s["window"] * 50,
     )
-    if fam is QWEN2_AUDIO:
-        config = transformers.Qwen2AudioConfig(
-            audio_config={"model_type": "qwen2_audio_encoder", **audio},
-            text_config={"model_type": "qwen2", **text},
-            audio_token_index=audio_id,
-        )
-        model = transformers.Qwen2AudioForConditionalGeneration(config)
-    else:
-        third = head_dim // 2
-        mrope = [third - 2 * (third // 3), third // 3, third // 3]
-        config = transformers.Qwen2_5OmniThinkerConfig(
-            audio_config={**audio, "n_window": 50, "output_dim": s["hidden"]},
-            vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=s["hidden"],
-                               fullatt_block_indexes=[0]),
-            text_config={**text, "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": mrope}},
-            audio_token_index=audio_id,
-            audio_start_token_id=tokenizer.convert_tokens_to_ids(AUDIO_BOS),
-            audio_end_token_id=tokenizer.convert_tokens_to_ids(AUDIO_EOS),
-            image_token_index=vocab + 10,
-            video_token_index=vocab + 11,
-        )
-        # Read by the thinker's own rope-index code (the full Omni config carries it).
-        config.vision_start_token_id = vocab + 12
-        model = transformers.Qwen2_5OmniThinkerForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.pad_token_id]
+    config = _CONFIGS[fam.name](tokenizer, s, text, audio)
+    model = fam.model_class(config)
+    model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in fam.eos_tokens]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=s["window"], n_fft=400)
     model.eval()
@@ -154,3 +120,91 @@ def build_tiny(
     if out is not None:
         save_audio_lm(lm, out)
     return lm
+
+
+# --------------------------------------------------------------------------------------------
+# Each family's config from its transformers config class: (tokenizer, size, text, audio) -> config
+# --------------------------------------------------------------------------------------------
+
+
+def _qwen2_audio_config(tokenizer, s: dict, text: dict, audio: dict):
+    import transformers
+
+    return transformers.Qwen2AudioConfig(
+        audio_config={"model_type": "qwen2_audio_encoder", **audio},
+        text_config={"model_type": "qwen2", **text},
+        audio_token_index=_id(tokenizer, get_family("qwen2-audio")),
+    )
+
+
+def _mrope_and_vision(s: dict) -> tuple[list[int], dict]:
+    """An Omni thinker's multimodal-rope split of the head and its (unused, minimal) vision encoder."""
+    third = s["hidden"] // s["heads"] // 2
+    return [third - 2 * (third // 3), third // 3, third // 3], dict(
+        depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=s["hidden"])
+
+
+def _qwen25_omni_config(tokenizer, s: dict, text: dict, audio: dict):
+    import transformers
+
+    vocab = len(tokenizer)
+    mrope, vision = _mrope_and_vision(s)
+    config = transformers.Qwen2_5OmniThinkerConfig(
+        audio_config={**audio, "n_window": 50, "output_dim": s["hidden"]},
+        vision_config={**vision, "fullatt_block_indexes": [0]},
+        text_config={**text, "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": mrope}},
+        audio_token_index=_id(tokenizer, get_family("qwen2.5-omni")),
+        audio_start_token_id=tokenizer.convert_tokens_to_ids(AUDIO_BOS),
+        audio_end_token_id=tokenizer.convert_tokens_to_ids(AUDIO_EOS),
+        image_token_index=vocab + 10,
+        video_token_index=vocab + 11,
+    )
+    # Read by the thinker's own rope-index code (the full Omni config carries it).
+    config.vision_start_token_id = vocab + 12
+    return config
+
+
+def _af3_config(tokenizer, s: dict, text: dict, audio: dict):
+    import transformers
+
+    return transformers.AudioFlamingo3Config(
+        audio_config={"model_type": "audioflamingo3_encoder", **audio},
+        text_config={"model_type": "qwen2", **text},
+        audio_token_id=_id(tokenizer, get_family("audio-flamingo-3")),
+    )
+
+
+def _qwen3_omni_config(tokenizer, s: dict, text: dict, audio: dict):
+    import transformers
+
+    vocab = len(tokenizer)
+    mrope, vision = _mrope_and_vision(s)
+    # A mixture of experts at toy scale: 4 experts, 2 per token, every layer sparse (the real one:
+    # 128 experts, 8 per token, moe_intermediate_size 768).
+    moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=s["ffn"] // 2, decoder_sparse_step=1,
+               norm_topk_prob=True, head_dim=s["hidden"] // s["heads"])
+    return transformers.Qwen3OmniMoeThinkerConfig(
+        audio_config={**audio, "n_window": 50, "n_window_infer": 400, "output_dim": s["hidden"],
+                      "downsample_hidden_size": 32},
+        vision_config={**vision, "deepstack_visual_indexes": [0]},
+        text_config={**text, **moe, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
+                                                        "mrope_section": mrope, "mrope_interleaved": True}},
+        audio_token_id=_id(tokenizer, get_family("qwen3-omni")),
+        audio_start_token_id=tokenizer.convert_tokens_to_ids(AUDIO_START),
+        image_token_id=vocab + 10,
+        video_token_id=vocab + 11,
+        vision_start_token_id=vocab + 12,
+        vision_end_token_id=vocab + 13,
+    )
+
+
+def _id(tokenizer, fam: Family) -> int:
+    return tokenizer.convert_tokens_to_ids(fam.audio_token)
+
+
+_CONFIGS = {
+    "qwen2-audio": _qwen2_audio_config,
+    "qwen2.5-omni": _qwen25_omni_config,
+    "audio-flamingo-3": _af3_config,
+    "qwen3-omni": _qwen3_omni_config,
+}

@@ -18,6 +18,7 @@ Every variant is picked BY NAME from a small registry (a dict of name -> functio
     KL_ESTIMATORS         "k3" | "k1"
     RATIO_LEVELS          "token" | "sequence"
     LOSS_AGGREGATIONS     "seq_mean_token_mean" | "token_mean" | "seq_mean_token_sum_norm"
+    NORMALISER_COUNTS     the same names: what each aggregation divides by (step-wide weights)
 Callers look names up here (or call the public functions with the name); there are no if/elif
 chains over variants in the trainer. A new variant is one function plus one registry entry.
 
@@ -52,9 +53,11 @@ module differs from it, variant by variant (1-2, the advantages, are in `harken.
        (`completion_mask_from_eos`); the KL and policy terms are summed per token before
        aggregation (as in the paper: loss_t = pg_t + kl_coef * kl_t).
 
-Note on micro-batches: the aggregations normalise within the tensors they are given. When a batch
-is split into gradient-accumulation micro-batches, "token_mean" normalises per micro-batch; the
-trainer scales micro-batch losses if it wants a whole-batch normaliser.
+Note on micro-batches: the aggregations normalise within the tensors they are given. A step whose
+completions are split into micro-batches (completion chunks, accumulation micro-steps, processes)
+gets the gradient of ONE aggregation over all of them by scaling each part's aggregate with
+`microbatch_weight(mask, rows, mode, total)`, where `total` is `normaliser_count` summed over the
+whole step (NORMALISER_COUNTS: unmasked tokens, non-empty rows, or rows).
 """
 
 from __future__ import annotations
@@ -394,29 +397,41 @@ def grpo_loss(
     return loss, metrics
 
 
-def microbatch_weight(mask: Tensor, rows: Tensor, mode: str) -> float:
-    """Weight of a micro-batch's aggregated loss in the whole batch's loss.
+# name -> fn(mask [N, T] bool) -> the count the aggregation divides by (a 0-dim tensor)
+NORMALISER_COUNTS: dict[str, Callable[[Tensor], Tensor]] = {
+    "seq_mean_token_mean": lambda mask: mask.any(-1).sum(),  # completions with at least one token
+    "token_mean": lambda mask: mask.sum(),  # unmasked tokens
+    "seq_mean_token_sum_norm": lambda mask: torch.tensor(mask.shape[0]),  # rows (times the constant max_tokens)
+}
 
-    Splitting N rows into micro-batches and back-propagating `aggregate(mb) * weight` for each
-    gives the gradient of `aggregate(all rows)`:
-        seq_mean_token_mean: (non-empty rows in mb) / (non-empty rows in batch)
-        token_mean:          (unmasked tokens in mb) / (unmasked tokens in batch)
-        seq_mean_token_sum_norm: (rows in mb) / N
+
+def normaliser_count(mask: Tensor, mode: str) -> float:
+    """What aggregation `mode` divides by in these rows: non-empty rows, unmasked tokens, or rows.
+
+    Summed over every part of a step (micro-batches, accumulation micro-steps, processes), it is the
+    step-wide `total` of `microbatch_weight`.
+    """
+    return float(lookup(NORMALISER_COUNTS, mode, "loss aggregation")(mask.bool()))
+
+
+def microbatch_weight(mask: Tensor, rows: Tensor, mode: str, total: float | None = None) -> float:
+    """Weight of a micro-batch's aggregated loss in the loss of the whole step.
+
+    Back-propagating `aggregate(rows of mb) * weight` for every micro-batch of the step gives the
+    gradient of `aggregate(all the step's rows)`, with weight = part / total:
+        seq_mean_token_mean: (non-empty rows in mb) / (non-empty rows in the step)
+        token_mean:          (unmasked tokens in mb) / (unmasked tokens in the step)
+        seq_mean_token_sum_norm: (rows in mb) / (rows in the step)
 
     Args:
-        mask: [N, T] bool for the whole batch.
+        mask: [N, T] bool for the batch the micro-batch belongs to.
         rows: [n] indices of the micro-batch's rows.
         mode: aggregation name (LOSS_AGGREGATIONS).
+        total: the step's `normaliser_count`, summed over all its batches (and processes); default:
+            this batch's own count (the step is this one batch).
+    Returns:
+        part / total (0 when total is 0: nothing in the step has a token).
     """
-    lookup(LOSS_AGGREGATIONS, mode, "loss aggregation")
-    mask = mask.bool()
-    if mode == "token_mean":
-        total = mask.sum()
-        part = mask[rows].sum()
-    elif mode == "seq_mean_token_mean":
-        total = mask.any(-1).sum()
-        part = mask[rows].any(-1).sum()
-    else:
-        total = torch.tensor(mask.shape[0])
-        part = torch.tensor(len(rows))
-    return float(part) / float(total) if float(total) > 0 else 0.0
+    part = normaliser_count(mask[rows], mode)
+    total = normaliser_count(mask, mode) if total is None else float(total)
+    return part / total if total > 0 else 0.0

@@ -1,8 +1,9 @@
 """Rewards: small functions from completions to numbers, and the weighted sum GRPO uses.
 
-Owns: the built-in rewards (accuracy, format), loading user rewards given as
-`module:function`, and calling them safely. Answer parsing is shared with evaluation
-(`harken.eval.scoring`), never written twice.
+Owns: the built-in rewards (accuracy, format) and their rules by name (`ACCURACY_RULES`,
+`FORMAT_RULES`: harken's own, and `r1aqa`, the R1-AQA release's two functions with their quirks),
+loading user rewards given as `module:function`, and calling them safely. Answer parsing is shared
+with evaluation (`harken.eval.scoring`), never written twice.
 
 Protocol (TRL's): `fn(completions: list[str], examples: list[Example]) -> list[float]`, one
 number per completion; NaN means "no opinion" and counts as 0 in the sum (it is left out of that
@@ -11,6 +12,7 @@ reward's logged mean).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import numbers
@@ -22,13 +24,14 @@ import torch
 
 from harken.data.prompts import PromptTemplate
 from harken.data.records import Example
-from harken.eval.scoring import answer_reward_exact, extract_answer, is_correct
+from harken.eval.scoring import answer_reward_exact, answer_reward_r1aqa, extract_answer, is_correct
 
 RewardFn = Callable[[list[str], list[Example]], list[float]]
 
 
 def accuracy_exact(completions: list[str], examples: list[Example]) -> list[float]:
-    """R1-AQA: the first <answer>...</answer> text equals the answer after stripping."""
+    """harken's exact rule: the first <answer>...</answer> text (across lines too) equals the answer after
+    stripping; an untagged completion scores 0."""
     return [float(answer_reward_exact(c, ex.answer)) for c, ex in zip(completions, examples)]
 
 
@@ -40,12 +43,32 @@ def accuracy_benchmark(completions: list[str], examples: list[Example], lettered
     ]
 
 
-def format_reward(pattern: str) -> RewardFn:
-    """1 when the whole completion matches the template's pattern (stripped, dot matches newline)."""
+def accuracy_r1aqa(completions: list[str], examples: list[Example]) -> list[float]:
+    """The R1-AQA release's rule: untagged completions compared whole, tags not DOTALL (see `answer_reward_r1aqa`)."""
+    return [float(answer_reward_r1aqa(c, ex.answer)) for c, ex in zip(completions, examples)]
+
+
+# name -> fn(completions, examples, lettered) -> rewards; `lettered`: the template asks for an option letter
+ACCURACY_RULES: dict[str, Callable[[list[str], list[Example], bool], list[float]]] = {
+    "exact": lambda c, e, lettered: accuracy_exact(c, e),  # the first <answer> tag's text == the answer
+    "benchmark": accuracy_benchmark,  # the benchmark's word match on the extracted answer
+    "r1aqa": lambda c, e, lettered: accuracy_r1aqa(c, e),  # the release's accuracy_reward
+}
+
+# name -> whether the completion is stripped before the full match (the pattern always lets dot match newline)
+FORMAT_RULES: dict[str, bool] = {
+    "stripped": True,  # harken: surrounding whitespace (a trailing newline) is forgiven
+    "r1aqa": False,  # the release's format_reward: the raw completion, so a trailing newline scores 0
+}
+
+
+def format_reward(pattern: str, rule: str = "stripped") -> RewardFn:
+    """1 when the whole completion matches the template's pattern (dot matches newline; `rule` in FORMAT_RULES)."""
     rx = re.compile(pattern, re.DOTALL)
+    strip = FORMAT_RULES[rule]
 
     def fmt(completions: list[str], examples: list[Example]) -> list[float]:
-        return [float(rx.fullmatch(c.strip()) is not None) for c in completions]
+        return [float(rx.fullmatch(c.strip() if strip else c) is not None) for c in completions]
 
     fmt.__name__ = "format"
     return fmt
@@ -73,18 +96,16 @@ class Reward:
     weight: float
 
 
-def build_rewards(specs, template: PromptTemplate, accuracy_rule: str) -> list[Reward]:
+def build_rewards(specs, template: PromptTemplate, accuracy_rule: str, format_rule: str = "stripped") -> list[Reward]:
+    """The weighted rewards of `reward.rewards`; `accuracy` and `format` follow the named rules."""
     out = []
     for spec in specs:
         if spec.name == "accuracy":
-            if accuracy_rule == "benchmark":
-                fn = lambda c, e, _l=template.lettered: accuracy_benchmark(c, e, _l)  # noqa: E731
-            else:
-                fn = accuracy_exact
+            fn = functools.partial(ACCURACY_RULES[accuracy_rule], lettered=template.lettered)
         elif spec.name == "format":
             if not template.format_pattern:
                 raise ValueError(f"template {template.name!r} has no format pattern for the format reward")
-            fn = format_reward(template.format_pattern)
+            fn = format_reward(template.format_pattern, format_rule)
         else:
             fn = load_user_reward(spec.name)
         out.append(Reward(spec.name, fn, float(spec.weight)))

@@ -31,10 +31,14 @@ from harken.models.audio_lm import AudioLM, PromptBatch
 
 @dataclass
 class SamplingParams:
+    """How the next token is drawn; filters apply in transformers' order: temperature, top-k, top-p, min-p."""
+
     max_new_tokens: int = 256
     temperature: float = 1.0
-    top_p: float = 1.0
+    top_p: float = 1.0  # keep the smallest set of top tokens whose mass reaches top_p (1 = off)
     greedy: bool = False
+    top_k: int = 0  # keep the k most likely tokens, ties with the k-th included (0 = off; transformers' default is 50)
+    min_p: float = 0.0  # drop tokens less likely than min_p times the most likely one (0 = off)
 
 
 @dataclass
@@ -83,7 +87,19 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Gener
     """[N, V] -> [N] next tokens."""
     if params.greedy or params.temperature <= 0:
         return logits.argmax(-1)
+    return torch.multinomial(sampling_probs(logits, params), 1, generator=generator).squeeze(-1)
+
+
+def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """[N, V] logits -> [N, V] sampling weights (proportional to the probabilities; 0 = filtered out).
+
+    top-k and min-p keep what transformers' `TopKLogitsWarper` and `MinPLogitsWarper` keep (a
+    token tied with the k-th logit stays; the most likely token always stays).
+    """
     logits = logits.float() / params.temperature
+    if 0 < params.top_k < logits.shape[-1]:
+        kth = logits.topk(params.top_k, dim=-1).values[:, -1:]  # [N, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = logits.sort(-1, descending=True)
         probs = sorted_logits.softmax(-1)
@@ -92,7 +108,9 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Gener
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if params.min_p > 0.0:
+        probs = probs.masked_fill(probs < params.min_p * probs.amax(-1, keepdim=True), 0.0)
+    return probs
 
 
 @torch.no_grad()

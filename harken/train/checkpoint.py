@@ -1,24 +1,29 @@
 """Checkpoints: atomic, complete, and enough to continue a run exactly.
 
 Owns: writing RUN/checkpoints/step-NNNNNN (trainable weights, optimizer, schedule, each process's
-RNG and data position, the step) into a temporary folder renamed into place when complete;
-loading one back; choosing where to resume (`run.resume`). A sharded run saves its weights and
+RNG and data position, the step, the run's config) into a temporary folder synced and renamed
+into place when complete; loading one back; choosing where to resume (`run.resume`: with `auto`,
+the newest complete checkpoint, then older ones if a file of it does not load); the settings
+that differ from a checkpoint's (`config_changes`). A sharded run saves its weights and
 optimizer state with `torch.distributed.checkpoint` (each process writes its shards), which
-reloads on any number of processes.
+reloads on any number of processes. A write that fails (disk full, permissions) or a file that
+does not load is a one-line `PathError` naming the folder or file and what to do.
 Does not own: the final `save_pretrained` export (`harken.train.run_folder`).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
-from harken.io import write_json_atomic
+from harken.config import save_config
+from harken.io import PathError, describe_error, replace_folder, write_json_atomic
 from harken.models.audio_lm import AudioLM
 
 
@@ -68,31 +73,50 @@ class Checkpoints:
         return found[-1] if found else None
 
     def save(self, step: int, lm: AudioLM, optimizer, scheduler, state: dict[str, Any], rank_state: dict[str, Any],
-             generator: torch.Generator | None, accelerator, sharded: bool = False) -> Path:
+             generator: torch.Generator | None, accelerator, sharded: bool = False, config=None) -> Path:
         final = self.dir / f"{CKPT_PREFIX}{step:06d}"
         tmp = self.dir / f".tmp-{CKPT_PREFIX}{step:06d}"
-        if accelerator.is_main_process:
+        try:
+            if accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            torch.save({"rng": _rng_state(generator), **rank_state}, tmp / f"rank{accelerator.process_index}.pt")
+            if sharded:
+                _save_sharded(tmp / SHARDED_DIR, lm, optimizer)  # every process writes its shards
+            elif accelerator.is_main_process:
+                _save_whole(tmp, lm, optimizer)
+            if accelerator.is_main_process:
+                torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                if config is not None:
+                    save_config(config, tmp / "config.yaml")
+                write_json_atomic(tmp / "state.json", {"step": step, "world": accelerator.num_processes,
+                                                       "sharded": sharded, **state})
+                replace_folder(tmp, final)  # files and folder synced, then renamed
+        except (OSError, RuntimeError, SafetensorError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        torch.save({"rng": _rng_state(generator), **rank_state}, tmp / f"rank{accelerator.process_index}.pt")
-        if sharded:
-            _save_sharded(tmp / SHARDED_DIR, lm, optimizer)  # every process writes its shards
-        elif accelerator.is_main_process:
-            _save_whole(tmp, lm, optimizer)
+            raise self._write_error(final, e) from None
         if accelerator.is_main_process:
-            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            write_json_atomic(tmp / "state.json", {"step": step, "world": accelerator.num_processes, "sharded": sharded,
-                                                   **state})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
             for old in self.all()[: -self.keep_last] if self.keep_last > 0 else []:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
         return final
+
+    def _write_error(self, final: Path, e: BaseException) -> PathError:
+        """Why a checkpoint could not be written, and what to do (the previous checkpoints are untouched)."""
+        reason = describe_error(e)
+        try:
+            if shutil.disk_usage(self.dir).free < 64 * 2**20:
+                reason += " (the disk is full)"
+        except OSError:
+            pass
+        kept = self.latest()
+        return PathError(
+            f"could not write checkpoint {final}: {reason}; free disk space or fix the folder's permissions, then "
+            f"run again with --resume ({'it continues from ' + str(kept) if kept else 'no earlier checkpoint'})"
+        )
 
     @staticmethod
     def load(path: Path, lm: AudioLM, optimizer, scheduler, generator, accelerator,
@@ -103,7 +127,7 @@ class Checkpoints:
         load); the per-process state is then None, because data positions and random streams
         belong to the old processes (the caller maps them).
         """
-        state = json.loads((path / "state.json").read_text())
+        state = _read(path / "state.json", lambda f: json.loads(f.read_text()))
         world = state.get("world", 1)
         if bool(state.get("sharded", False)) != sharded:
             written = "model.sharding=fsdp" if state.get("sharded") else "model.sharding=none"
@@ -115,20 +139,41 @@ class Checkpoints:
                 f"resume on any number"
             )
         if sharded:
-            _load_sharded(path / SHARDED_DIR, lm, optimizer)
+            _read(path / SHARDED_DIR, lambda f: _load_sharded(f, lm, optimizer))
         else:
             _load_whole(path, lm, optimizer)
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True, map_location="cpu"))
+        scheduler.load_state_dict(_read(path / "scheduler.pt", _torch_load))
         if world != accelerator.num_processes:
             return state, None
-        rank = torch.load(path / f"rank{accelerator.process_index}.pt", weights_only=True, map_location="cpu")
+        rank = _read(path / f"rank{accelerator.process_index}.pt", _torch_load)
         _set_rng_state(rank.pop("rng"), generator)
         return state, rank
 
     @staticmethod
     def rank_state(path: Path, rank: int = 0) -> dict:
         """A process's saved state (data position, random streams) of a checkpoint."""
-        return torch.load(path / f"rank{rank}.pt", weights_only=True, map_location="cpu")
+        return _read(path / f"rank{rank}.pt", _torch_load)
+
+
+class CorruptCheckpoint(PathError):
+    """A checkpoint file that does not load (cut short, overwritten, unreadable); the message names it."""
+
+    def __init__(self, file: Path, reason: str):
+        super().__init__(f"checkpoint file {file} does not load ({reason}); delete {file.parent} to resume from the "
+                         f"checkpoint before it, or set run.resume=never to start over")
+        self.file, self.reason = file, reason
+
+
+def _torch_load(file: Path):
+    return torch.load(file, weights_only=True, map_location="cpu")
+
+
+def _read(file: Path, load):
+    """`load(file)`, with any failure to read it turned into a `CorruptCheckpoint` naming the file."""
+    try:
+        return load(file)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as e:
+        raise CorruptCheckpoint(file, describe_error(e)) from None
 
 
 SHARDED_DIR = "sharded"  # torch.distributed.checkpoint folder of a sharded run's weights and optimizer
@@ -144,7 +189,7 @@ def _save_whole(folder: Path, lm: AudioLM, optimizer) -> None:
 def _load_whole(folder: Path, lm: AudioLM, optimizer) -> None:
     from safetensors.torch import load_file
 
-    weights = load_file(str(folder / "trainable.safetensors"))
+    weights = _read(folder / "trainable.safetensors", lambda f: load_file(str(f)))
     params = dict(lm.model.named_parameters())
     missing = [k for k in weights if k not in params]
     if missing:
@@ -152,7 +197,7 @@ def _load_whole(folder: Path, lm: AudioLM, optimizer) -> None:
     with torch.no_grad():
         for k, v in weights.items():
             params[k].copy_(v.to(params[k].device, params[k].dtype))
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+    optimizer.load_state_dict(_read(folder / "optimizer.pt", _torch_load))
 
 
 def _save_sharded(folder: Path, lm: AudioLM, optimizer) -> None:
@@ -173,12 +218,45 @@ def _load_sharded(folder: Path, lm: AudioLM, optimizer) -> None:
     set_state_dict(lm.model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
-def resume_point(run_cfg, run_dir: Path) -> Path | None:
+def resume_candidates(run_cfg, run_dir: Path) -> list[Path]:
+    """The checkpoints to try, in order: `auto` the run's complete ones newest first, a path itself, `never` none."""
     if run_cfg.resume == "never":
-        return None
+        return []
     if run_cfg.resume == "auto":
-        return Checkpoints(run_dir, run_cfg.keep_last).latest()
+        return Checkpoints(run_dir, run_cfg.keep_last).all()[::-1]
     p = Path(run_cfg.resume)
     if not (p / "state.json").exists():
         raise FileNotFoundError(f"no complete checkpoint at {p} (state.json missing)")
-    return p
+    return [p]
+
+
+def config_changes(path: Path, cfg) -> list[str] | None:
+    """The settings of `cfg` that differ from the config saved with checkpoint `path`, as "key: old -> new".
+
+    Keys in `harken.schema.RESUME_EXEMPT` and keys only one of the two configs has (a schema that
+    gained or lost a key) are left out. None when the checkpoint holds no config (older runs).
+    """
+    from omegaconf import OmegaConf
+
+    from harken.schema import RESUME_EXEMPT
+
+    saved = path / "config.yaml"
+    if not saved.exists():
+        return None
+    old = _flatten(_read(saved, lambda f: OmegaConf.to_container(OmegaConf.load(f))))
+    new = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+    def exempt(key: str) -> bool:
+        return any(key == e or (e.endswith(".") and key.startswith(e)) for e in RESUME_EXEMPT)
+
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in sorted(old.keys() & new.keys()) if old[k] != new[k] and not exempt(k)]
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

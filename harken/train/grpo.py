@@ -14,7 +14,11 @@ Deviations from textbook GRPO, all named options (logged at start):
   (`rollout.dynamic_sampling`, DAPO); their fraction is always logged;
 - truncated completions can be masked out of the loss (`rollout.mask_truncated`);
 - advantages, KL estimator, ratio level, clip range and aggregation are picked by name
-  (`algo.*`: GRPO, Dr.GRPO, DAPO, GSPO variants).
+  (`algo.*`: GRPO, Dr.GRPO, DAPO, GSPO variants);
+- the aggregation's normaliser spans the whole step (all accumulation micro-steps and processes),
+  so the update does not depend on how the step's prompts are split (`step_normaliser`);
+- rollout, old, reference and policy passes run in one mode, dropout off unless `algo.dropout`
+  (so with `algo.updates_per_batch > 1` the first ratio is exactly 1).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from harken.rl.masks import completion_mask_from_eos
 from harken.rl.rewards import build_rewards, score
 from harken.rl.rollout import SamplingParams, completion_logprobs, generate
 from harken.schema import GRPOConfig
-from harken.train.optim import clip_and_step
+from harken.config import ConfigError
+from harken.train.optim import NonFiniteError, clip_and_step
+from harken.train.policy import layers_with_own_dropout, set_dropout
 from harken.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -72,8 +78,13 @@ class GRPOTrainer(Trainer):
 
     def __init__(self, cfg: GRPOConfig):
         super().__init__(cfg, need_reference=cfg.algo.kl_coef > 0)
-        self.rewards = build_rewards(cfg.reward.rewards, self.template, cfg.reward.accuracy_rule)
-        self.sampling = SamplingParams(cfg.rollout.max_new_tokens, cfg.rollout.temperature, cfg.rollout.top_p)
+        self.rewards = build_rewards(cfg.reward.rewards, self.template, cfg.reward.accuracy_rule, cfg.reward.format_rule)
+        r = cfg.rollout
+        self.sampling = SamplingParams(r.max_new_tokens, r.temperature, r.top_p, top_k=r.top_k, min_p=r.min_p)
+        stuck = [] if cfg.algo.dropout else layers_with_own_dropout(self.lm.model)
+        if stuck:
+            raise ConfigError(f"algo.dropout=false cannot turn off the dropout inside activation-checkpointed layers "
+                              f"({stuck[0]}, ...): set model.gradient_checkpointing=false")
 
     def scheduler_steps(self) -> int:
         return self.max_steps * self.cfg.algo.updates_per_batch
@@ -98,6 +109,12 @@ class GRPOTrainer(Trainer):
             1 + c.algo.clip_eps_high, c.algo.loss_agg, c.algo.updates_per_batch, c.rollout.prefix_sharing,
             c.rollout.dynamic_sampling, c.rollout.mask_truncated,
         )
+        log.info(
+            "sampling: temperature=%g top_k=%d top_p=%g min_p=%g; rewards: accuracy_rule=%s format_rule=%s; "
+            "dropout %s in every RL pass (algo.dropout); loss normalised over the whole step",
+            c.rollout.temperature, c.rollout.top_k, c.rollout.top_p, c.rollout.min_p, c.reward.accuracy_rule,
+            c.reward.format_rule, "on" if c.algo.dropout else "off",
+        )
         per_step = c.rollout.prompts_per_step * c.optim.grad_accum * self.acc.num_processes
         log.info(
             "%d prompt(s) x %d accumulation x %d process(es) = %d prompts, %d completions per step",
@@ -106,15 +123,19 @@ class GRPOTrainer(Trainer):
 
     # --- 1-3. rollouts, rewards, advantages ---------------------------------------------------
     @torch.no_grad()
-    def _sample_groups(self, examples: list[Example]):
+    def _sample_groups(self, examples: list[Example], wave: list[np.ndarray]):
         g = self.cfg.rollout.group_size
-        wave = [self.audio.load(ex.audio) for ex in examples]
         batch = self.lm.encode_prompts([self.template.render(ex) for ex in examples], wave).to(self.acc.device)
+        set_dropout(self.lm.model, self.cfg.algo.dropout, generating=True)
         encoded = self.lm.call(self.lm.encode_audio, batch) if self.frozen_encoder else None
-        self.lm.model.eval()
-        ids = generate(self.lm, batch, g, self.sampling, shared=self.cfg.rollout.prefix_sharing,
-                       encoded_audio=encoded, generator=self.generator)
-        self.lm.model.train()
+        try:
+            ids = generate(self.lm, batch, g, self.sampling, shared=self.cfg.rollout.prefix_sharing,
+                           encoded_audio=encoded, generator=self.generator)
+        except RuntimeError as e:  # torch's sampler: "probability tensor contains either `inf`, `nan` or element < 0"
+            if "probability tensor" in str(e):
+                raise NonFiniteError("non-finite sampling probabilities") from None
+            raise
+        self._pass_mode()
         texts = decode(self.lm, ids)
         rewards, logs = score(self.rewards, texts, [ex for ex in examples for _ in range(g)])
         return encoded, batch, ids, texts, rewards, logs
@@ -128,8 +149,8 @@ class GRPOTrainer(Trainer):
         logs_acc: list[dict[str, float]] = []
         rounds = 0
         while len(keep) < need:
-            examples = self.stream.take(need - len(keep))
-            encoded, batch, ids, texts, rewards, logs = self._sample_groups(examples)
+            examples, wave = self.clips.take(need - len(keep))  # with their clips (data.skip_bad skips bad ones)
+            encoded, batch, ids, texts, rewards, logs = self._sample_groups(examples, wave)
             logs_acc.append(logs)
             zero = group_stats(rewards, g)["zero_variance"]
             parts = torch.split(encoded, batch.audio_token_counts) if encoded is not None else [None] * len(examples)
@@ -142,23 +163,28 @@ class GRPOTrainer(Trainer):
             if not c.dynamic_sampling or rounds > c.max_resample_rounds:
                 break
         keep = (keep + spare)[:need]  # top up with zero-variance groups if resampling ran out
-        examples = [k[0] for k in keep]
-        prompts = PromptBatch.join([k[1] for k in keep], self.lm.pad_id)  # the rollouts' prompts, not encoded again
-        encoded = torch.cat([k[2] for k in keep]) if self.frozen_encoder else None
-        ids = _pad_cat([k[3] for k in keep], self.lm.pad_id)
-        texts = [t for k in keep for t in k[4]]
-        rewards = torch.cat([k[5] for k in keep])
+        rb = self.build_batch(
+            [k[0] for k in keep],
+            PromptBatch.join([k[1] for k in keep], self.lm.pad_id),  # the rollouts' prompts, not encoded again
+            torch.cat([k[2] for k in keep]) if self.frozen_encoder else None,
+            _pad_cat([k[3] for k in keep], self.lm.pad_id), [t for k in keep for t in k[4]], torch.cat([k[5] for k in keep]),
+        )
+        rb.reward_logs = {k: float(np.nanmean([d[k] for d in logs_acc])) for k in logs_acc[0]}
+        rb.stats["groups/zero_variance_frac"] = zero_groups / max(sampled_groups, 1)
+        rb.stats["groups/resampled"] = float(sampled_groups - need)
+        return rb
+
+    def build_batch(self, examples: list[Example], prompts: PromptBatch, encoded: torch.Tensor | None,
+                    ids: torch.Tensor, texts: list[str], rewards: torch.Tensor) -> RolloutBatch:
+        """A micro-step's batch from its completions (`collect`'s, or fixed ones): mask, advantages, stats."""
+        g = self.cfg.rollout.group_size
         mask, truncated = completion_mask_from_eos(ids, self.lm.eos_ids, self.lm.pad_id)
-        if c.mask_truncated:
+        if self.cfg.rollout.mask_truncated:
             mask = mask & ~truncated[:, None]
         adv = group_advantages(rewards, g, self.cfg.algo.advantage, self.cfg.algo.adv_eps)
-        gstats = group_stats(rewards, g)
-        reward_logs = {k: float(np.nanmean([d[k] for d in logs_acc])) for k in logs_acc[0]}
         stats = {
             "reward/total": float(rewards.mean()),
-            "reward/std_in_group": float(gstats["std"].mean()),
-            "groups/zero_variance_frac": zero_groups / max(sampled_groups, 1),
-            "groups/resampled": float(sampled_groups - need),
+            "reward/std_in_group": float(group_stats(rewards, g)["std"].mean()),
             "completion/length": float(mask.sum(-1).float().mean()),
             "completion/truncated_frac": float(truncated.float().mean()),
             "completion/tokens": float(mask.sum()),
@@ -166,13 +192,21 @@ class GRPOTrainer(Trainer):
             "advantage/std": float(adv.std()) if adv.numel() > 1 else 0.0,
             "advantage/abs_max": float(adv.abs().max()),
         }
-        return RolloutBatch(examples, prompts, encoded, ids.to(self.acc.device), mask.to(self.acc.device),
-                            truncated, texts, rewards, adv.to(self.acc.device), reward_logs, stats=stats)
+        dev = self.acc.device
+        return RolloutBatch(examples, prompts, encoded, ids.to(dev), mask.to(dev), truncated, texts, rewards, adv.to(dev),
+                            {}, stats=stats)
 
     # --- 4. old and reference log-probs ------------------------------------------------------------
+    def _pass_mode(self) -> None:
+        """Every RL pass (old, reference, policy) in one mode: dropout off unless algo.dropout (set_dropout)."""
+        set_dropout(self.lm.model, self.cfg.algo.dropout)
+        if self.ref is not None:
+            set_dropout(self.ref.model, self.cfg.algo.dropout)
+
     @torch.no_grad()
     def score_logprobs(self, rb: RolloutBatch) -> None:
         c = self.cfg
+        self._pass_mode()
         kw = dict(shared=c.rollout.prefix_sharing, encoded_audio=rb.encoded_audio, micro_batch=c.rollout.micro_batch or None)
         g = c.rollout.group_size
         if c.algo.updates_per_batch > 1:
@@ -185,9 +219,21 @@ class GRPOTrainer(Trainer):
                     rb.ref_logprobs = completion_logprobs(self.lm, rb.prompts, rb.completion_ids, g, **kw)
 
     # --- 5. updates -------------------------------------------------------------------------------
-    def backward(self, rb: RolloutBatch, scale: float) -> dict[str, float]:
-        """Backpropagate this micro-step's loss (times `scale`); returns its metrics."""
+    def step_normaliser(self, rollouts: list[RolloutBatch]) -> float:
+        """This process's share of the step's loss normaliser.
+
+        The count `algo.loss_agg` divides by (tokens, non-empty rows or rows) summed over the step's
+        accumulation micro-steps and all processes, divided by the number of processes: gradients
+        are then averaged over processes (all-reduce, or FSDP's reduce-scatter), so the step's
+        gradient is that of one aggregation over all its completions, however they are split.
+        """
+        local = sum(algorithm.normaliser_count(rb.mask, self.cfg.algo.loss_agg) for rb in rollouts)
+        return self.global_reduce({"count": local}, "sum")["count"] / self.acc.num_processes
+
+    def backward(self, rb: RolloutBatch, normaliser: float) -> dict[str, float]:
+        """Backpropagate this micro-step's part of the step's loss (`step_normaliser`); returns its metrics."""
         a = self.cfg.algo
+        self._pass_mode()
         parts: list[tuple[float, dict[str, float]]] = []
 
         def loss_fn(lp: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -199,9 +245,8 @@ class GRPOTrainer(Trainer):
                 clip_eps_low=a.clip_eps_low, clip_eps_high=a.clip_eps_high, ratio_level=a.ratio_level,
                 agg_mode=a.loss_agg, max_tokens=self.cfg.rollout.max_new_tokens,
             )
-            w = algorithm.microbatch_weight(rb.mask, rows, a.loss_agg)
-            parts.append((w, m))
-            return loss * (w * scale)
+            parts.append((algorithm.microbatch_weight(rb.mask, rows, a.loss_agg), m))  # metrics: this micro-step's mean
+            return loss * algorithm.microbatch_weight(rb.mask, rows, a.loss_agg, total=normaliser)
 
         completion_logprobs(
             self.lm, rb.prompts, rb.completion_ids, self.cfg.rollout.group_size,
@@ -219,11 +264,12 @@ class GRPOTrainer(Trainer):
         t_roll = time.perf_counter() - t0
         for rb in rollouts:  # 4
             self.score_logprobs(rb)
+        normaliser = self.step_normaliser(rollouts)
         loss_logs: list[dict[str, float]] = []
         grad_norms = []
         for _ in range(c.algo.updates_per_batch):  # 5
             for rb in rollouts:
-                loss_logs.append(self.backward(rb, 1.0 / len(rollouts)))
+                loss_logs.append(self.backward(rb, normaliser))
             grad_norms.append(clip_and_step(self.params, self.optimizer, self.scheduler, c.optim.max_grad_norm, self.acc,
                                           self.sharded))
         dt = time.perf_counter() - t0

@@ -1,7 +1,8 @@
 """The optimizer step: AdamW, the learning-rate schedule, gradient averaging and clipping.
 
 Owns: building the optimizer and schedule from `optim.*`, and one optimizer step (average
-gradients over processes, clip, step, zero) returning the pre-clip gradient norm.
+gradients over processes, clip, step, zero) returning the pre-clip gradient norm; a non-finite
+gradient norm stops before the weights change (`NonFiniteError`), and `all_finite` checks weights.
 Does not own: the loss (`harken.rl.algorithm`, `harken.train.sft`).
 """
 
@@ -23,8 +24,24 @@ def build_optimizer(params: list[torch.nn.Parameter], optim_cfg, total_steps: in
     return opt, sched
 
 
+class NonFiniteError(ValueError):
+    """A loss, gradient norm, sampling distribution or weight that is NaN or infinite.
+
+    Raised before anything non-finite reaches the weights; the trainer turns it into
+    "non-finite loss at step N; last good checkpoint: DIR".
+    """
+
+
+def all_finite(tensors) -> bool:
+    """True when every element of every tensor (a sharded one: this process's shard) is finite."""
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+    return all(bool(torch.isfinite(t.detach()).all()) for t in local if t.numel())
+
+
 def clip_and_step(params, optimizer, scheduler, max_grad_norm: float, accelerator, sharded: bool = False) -> float:
     """Average gradients over processes, clip, step, zero. Returns the pre-clip grad norm.
+
+    A NaN or infinite norm raises `NonFiniteError` before the step: the weights stay as they were.
 
     Sharded gradients arrive already averaged (FSDP reduce-scatters them); their norm is the
     norm of the whole gradient (the shards' squares are summed over processes).
@@ -33,10 +50,27 @@ def clip_and_step(params, optimizer, scheduler, max_grad_norm: float, accelerato
         average_gradients(params, accelerator)
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm and max_grad_norm > 0 else float("inf"))
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    if not torch.isfinite(norm):  # the same on every process: gradients are averaged (or the norm reduced)
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(f"gradient norm {float(norm)}")
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
+
+
+def apply_settings(optimizer, scheduler, optim_cfg) -> None:
+    """Put `optim.*` (rate, weight decay, betas) into an optimizer and schedule restored from a checkpoint.
+
+    Loading a checkpoint restores the rate and betas it was written with; a resume allowed to
+    change them (`run.resume_changed`) continues with the configured ones, at the same point of
+    the schedule.
+    """
+    scheduler.base_lrs = [optim_cfg.lr for _ in optimizer.param_groups]
+    for group, lr_lambda in zip(optimizer.param_groups, scheduler.lr_lambdas):
+        group.update(initial_lr=optim_cfg.lr, lr=optim_cfg.lr * lr_lambda(scheduler.last_epoch),
+                     weight_decay=optim_cfg.weight_decay, betas=(optim_cfg.adam_beta1, optim_cfg.adam_beta2))
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def state_bytes(params: list[torch.nn.Parameter], optimizer) -> dict[str, int]:

@@ -3,8 +3,9 @@
 Owns: loading the policy named by `model.path` (full or LoRA, encoder frozen or not, gradient
 checkpointing, sharded or not), the precision it trains in (fp32 master weights, compute in
 `model.dtype`), the reference for the KL term (a frozen copy for full fine-tuning; none with
-LoRA, where the policy with its adapter disabled is the reference), which parameters train, and
-how many updates a low-precision weight would lose.
+LoRA, where the policy with its adapter disabled is the reference), which parameters train, how
+many updates a low-precision weight would lose, and the train/eval flags of an RL pass
+(`set_dropout`: dropout on or off, activation checkpointing kept).
 Does not own: loading checkpoints (`harken.models.loading`), the optimizer (`harken.train.optim`).
 """
 
@@ -126,3 +127,32 @@ def encoder_is_frozen(lm: AudioLM) -> bool:
 
 def trainable_parameters(lm: AudioLM) -> list[torch.nn.Parameter]:
     return [p for p in lm.model.parameters() if p.requires_grad]
+
+
+def _checkpointed_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Layers that transformers wraps for activation checkpointing and that have it switched on."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing]
+
+
+def set_dropout(model: torch.nn.Module, on: bool, generating: bool = False) -> None:
+    """Set the train/eval flags of `model` for an RL pass: dropout on (train mode) or off (eval mode).
+
+    With dropout off, layers with activation checkpointing stay in train mode outside generation,
+    because transformers checkpoints a layer only in train mode; their submodules (attention, MLP,
+    LoRA) are in eval mode, so dropout is off everywhere unless a layer applies dropout in its own
+    forward (`layers_with_own_dropout` finds those). Generation puts them in eval mode too: a
+    checkpointed layer in train mode drops its key/value cache.
+    """
+    model.train(on)
+    if not on and not generating:
+        for _, layer in _checkpointed_layers(model):
+            layer.training = True
+
+
+def layers_with_own_dropout(model: torch.nn.Module) -> list[str]:
+    """Checkpointed layers whose own forward applies dropout (p > 0): `set_dropout(off)` cannot reach it."""
+    return [n for n, m in _checkpointed_layers(model)
+            if any(isinstance(p, float) and p > 0 for p in (getattr(m, "dropout", 0.0), getattr(m, "activation_dropout", 0.0)))]

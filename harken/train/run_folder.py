@@ -2,7 +2,7 @@
 
 Owns: creating RUN/ (config.yaml with the resolved config, train.log, run.json) and closing its
 log handler, and the final export: RUN/final as a `save_pretrained` folder (LoRA: a peft adapter,
-plus RUN/final-merged on request), written to a temporary folder and renamed into place.
+plus RUN/final-merged on request), written to a temporary folder, synced and renamed into place.
 Does not own: checkpoints (`harken.train.checkpoint`), metrics (`harken.train.metrics`).
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from harken.config import save_config
-from harken.io import read_json, write_json_atomic
+from harken.io import PathError, describe_error, describe_os_error, read_json, replace_folder, write_json_atomic
 from harken.models.audio_lm import AudioLM
 from harken.models.families import base_model
 from harken.models.loading import save_audio_lm
@@ -40,9 +40,12 @@ def start_run(cfg, accelerator, kind: str) -> Path:
     """Create the run folder, save the resolved config, add a log file, log the set-up."""
     run_dir = Path(cfg.run.out_dir)
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        handler = logging.FileHandler(run_dir / "train.log")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+            handler = logging.FileHandler(run_dir / "train.log")
+        except OSError as e:
+            raise PathError(f"cannot write the run folder {run_dir} (run.out_dir): {describe_os_error(e)}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("harken").addHandler(handler)
         _RUN_LOGS[run_dir.resolve()] = handler
@@ -72,18 +75,23 @@ def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator, sharded:
         return final
     tmp = run_dir / ".tmp-final"
     shutil.rmtree(tmp, ignore_errors=True)
-    if hasattr(lm.model, "peft_config"):
-        lm.model.save_pretrained(tmp, state_dict=state)  # adapter_config.json + adapter_model.safetensors
-        lm.tokenizer.save_pretrained(tmp)
-        lm.feature_extractor.save_pretrained(tmp)
-        if merged:
-            merged_model = copy.deepcopy(lm.model).merge_and_unload()
-            save_audio_lm(AudioLM(merged_model, lm.tokenizer, lm.feature_extractor, lm.family), run_dir / "final-merged")
-    else:
-        save_audio_lm(lm, tmp, state_dict=state, dtype=lm.compute_dtype)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        if hasattr(lm.model, "peft_config"):
+            lm.model.save_pretrained(tmp, state_dict=state)  # adapter_config.json + adapter_model.safetensors
+            lm.tokenizer.save_pretrained(tmp)
+            lm.feature_extractor.save_pretrained(tmp)
+            if merged:
+                merged_model = copy.deepcopy(lm.model).merge_and_unload()
+                save_audio_lm(AudioLM(merged_model, lm.tokenizer, lm.feature_extractor, lm.family),
+                              run_dir / "final-merged")
+        else:
+            save_audio_lm(lm, tmp, state_dict=state, dtype=lm.compute_dtype)
+        replace_folder(tmp, final)  # files and folder synced, then renamed
+    except (OSError, RuntimeError, SafetensorError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PathError(f"could not write the final model {final}: {describe_error(e)}; free disk space or fix the folder's "
+                        f"permissions, then run again with --resume (the last checkpoint holds the trained weights)"
+                        ) from None
     accelerator.wait_for_everyone()
     return final
 

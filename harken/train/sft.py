@@ -206,8 +206,7 @@ class SFTTrainer(Trainer):
         """The grad_accum micro-batches of one optimizer step, for this process."""
         out = []
         for _ in range(self.cfg.optim.grad_accum):
-            examples = self.stream.take(self.cfg.train.batch_size)
-            wave = [self.audio.load(ex.audio) for ex in examples]
+            examples, wave = self.clips.take(self.cfg.train.batch_size)  # data.skip_bad skips bad clips
             out.append(build_sft_batch(self.lm, self.template, examples, wave).to(self.acc.device))
         return out
 

@@ -1,19 +1,24 @@
 """Training data for a run: the dataset, the per-process resumable stream, and audio loading.
 
-Owns: resolving `data.path` (`synthetic:SPLIT` makes the offline set under the run folder),
-`DataStream` (seeded epochs, disjoint positions per process, a two-integer state for resume) and
-the run's audio loader (clips cut to the encoder's window).
+Owns: resolving `data.path` (`synthetic:SPLIT` makes the offline set under the run folder), a
+cheap check of every clip at start (exists, opens, has frames: its header only; `data.check_audio`
+decodes them all instead), `DataStream` (seeded epochs, disjoint positions per process, a
+two-integer state for resume), the run's audio loader (clips cut to the encoder's window) and
+`ClipDraw` (examples with their decoded clips). A bad clip, at start or when decoded, stops the run
+with the dataset file, the item id, the clip and the reason; with `data.skip_bad` it is skipped
+and counted per problem kind.
 Does not own: reading dataset files (`harken.data.readers`), decoding audio (`harken.data.audio`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from harken.data.audio import AudioLoader
+from harken.data.audio import AudioError, AudioLoader, audio_info
 from harken.data.readers import DatasetConfig, load_dataset
 from harken.data.records import Example
 from harken.models.audio_lm import AudioLM
@@ -21,8 +26,12 @@ from harken.models.audio_lm import AudioLM
 log = logging.getLogger(__name__)
 
 
-def resolve_dataset(cfg: DatasetConfig, out_dir: Path, seed: int) -> list[Example]:
-    """Load a dataset; `synthetic:SPLIT` makes the offline synthetic set under out_dir/data first."""
+def resolve_dataset(cfg: DatasetConfig, out_dir: Path, seed: int, skipped: Counter | None = None) -> list[Example]:
+    """Load a dataset and check its clips; `synthetic:SPLIT` makes the offline synthetic set under out_dir/data first.
+
+    Args:
+        skipped: counts the items dropped for a bad clip (with `data.skip_bad`) per problem kind.
+    """
     if cfg.path.startswith("synthetic:"):
         from harken.data.synth import make_synthetic
 
@@ -34,7 +43,40 @@ def resolve_dataset(cfg: DatasetConfig, out_dir: Path, seed: int) -> list[Exampl
     ds = load_dataset(cfg)
     if not ds.report.clean:
         log.warning("%s", ds.report.summary())
-    return list(ds)
+    return list(ds) if cfg.check_audio else _open_clips(list(ds), cfg, skipped if skipped is not None else Counter())
+
+
+CLIP_PROBLEMS = ("missing_audio", "corrupt_audio", "empty_audio", "nonfinite_audio", "long_audio")  # AudioError kinds
+
+
+def bad_clip(dataset: str, ex: Example, e: AudioError) -> str:
+    """What an error about a bad clip says: the dataset, the item, the clip and the reason."""
+    return f"{dataset}: item {ex.id!r}: clip {e.path}: {e.problem}"
+
+
+def _open_clips(examples: list[Example], cfg: DatasetConfig, skipped: Counter) -> list[Example]:
+    """Keep the items whose clip opens and has frames (each distinct clip's header read once)."""
+    found: dict[str, AudioError | None] = {}
+    kept = []
+    for ex in examples:
+        if ex.audio not in found:
+            try:
+                if audio_info(ex.audio)["frames"] <= 0:
+                    raise AudioError(ex.audio, "empty_audio", "zero-length audio (no samples)")
+                found[ex.audio] = None
+            except AudioError as e:
+                found[ex.audio] = e
+        err = found[ex.audio]
+        if err is None:
+            kept.append(ex)
+        elif not cfg.skip_bad:
+            raise ValueError(f"{bad_clip(cfg.path, ex, err)} (data.skip_bad=true skips and counts bad clips)")
+        else:
+            skipped[err.kind] += 1
+    if len(kept) < len(examples):
+        log.warning("%s: %d of %d items skipped for a bad clip (%s)", cfg.path, len(examples) - len(kept),
+                    len(examples), ", ".join(f"{k} {n}" for k, n in skipped.most_common()))
+    return kept
 
 
 class DataStream:
@@ -81,6 +123,38 @@ class DataStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
         self._order = self._perm()
+
+
+class ClipDraw:
+    """Examples drawn from a `DataStream` with their clips decoded.
+
+    A clip that fails to decode (corrupt past its header, NaN samples, too long under
+    `long_clip_policy=error`) stops the run naming the dataset, item, clip and reason, or with
+    `data.skip_bad` is skipped (the next item is drawn) and counted in `skipped` per kind.
+    """
+
+    def __init__(self, stream: DataStream, audio: AudioLoader, dataset: str, skip_bad: bool):
+        self.stream, self.audio, self.dataset, self.skip_bad = stream, audio, dataset, skip_bad
+        self.skipped: Counter = Counter()  # problem kind -> clips skipped when decoded
+
+    def take(self, n: int) -> tuple[list[Example], list[np.ndarray]]:
+        examples, waves = [], []
+        misses = 0
+        while len(examples) < n:
+            for ex in self.stream.take(n - len(examples)):
+                try:
+                    waves.append(self.audio.load(ex.audio))
+                    examples.append(ex)
+                except AudioError as e:
+                    if not self.skip_bad:
+                        raise ValueError(f"{bad_clip(self.dataset, ex, e)} (data.skip_bad=true skips and counts "
+                                         f"bad clips)") from None
+                    self.skipped[e.kind] += 1
+                    misses += 1
+                    log.warning("skipped: %s", bad_clip(self.dataset, ex, e))
+            if misses > len(self.stream.examples):
+                raise ValueError(f"{self.dataset}: no clip decodes (data.skip_bad skipped {misses} in a row)")
+        return examples, waves
 
 
 def make_audio_loader(lm: AudioLM, prompt_cfg) -> AudioLoader:

@@ -4,6 +4,10 @@ Owns: the life of a run, top to bottom:
     processes -> run folder -> policy (and reference) -> data -> optimizer -> resume ->
     loop { step -> log -> samples -> validate -> checkpoint } -> validate -> save -> check
     replicas -> export RUN/final.
+A step whose loss or gradient norm is NaN or infinite stops the run ("non-finite loss at step N;
+last good checkpoint: DIR") before anything non-finite is written. A resume refuses settings
+that differ from the checkpoint's (`run.resume_changed`), falls back to an older checkpoint when
+a file of the newest does not load, and cuts metrics and samples back to its step (0 without one).
 A subclass gives only what differs: `kind`, `train_step()` (one optimizer step, returning its
 metrics), `log_samples()`, and optionally `total_steps()`, `make_generator()`, `log_setup()`,
 `before_loop()` and `postfix`.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +28,14 @@ import torch
 
 from harken.data.prompts import get_template
 from harken.eval.answers import accuracy
-from harken.train.checkpoint import Checkpoints, resume_point
+from harken.config import ConfigError
+from harken.train.checkpoint import Checkpoints, CorruptCheckpoint, config_changes, resume_candidates
 from harken.train.metrics import MetricsLogger, progress, truncate_metrics_after
-from harken.train.optim import build_optimizer, state_bytes
+from harken.train.optim import NonFiniteError, all_finite, apply_settings, build_optimizer, state_bytes
 from harken.train.policy import encoder_is_frozen, prepare_model, rounded_away_fraction, trainable_parameters
 from harken.train.processes import check_replicas_agree, make_accelerator
 from harken.train.run_folder import close_run_log, export_final, record_in_run_json, start_run
-from harken.train.stream import DataStream, make_audio_loader, resolve_dataset
+from harken.train.stream import CLIP_PROBLEMS, ClipDraw, DataStream, make_audio_loader, resolve_dataset
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +52,13 @@ class Trainer:
         self.run_dir = start_run(cfg, self.acc, self.kind)
         self.lm, self.ref = prepare_model(cfg.model, self.acc.device, need_reference=need_reference)
         self.template = get_template(cfg.prompt.template)
-        train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed)
+        self.skipped_at_start: Counter = Counter()  # items dropped for a clip that does not open (data.skip_bad)
+        train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed, self.skipped_at_start)
         self.n_train = len(train)
         self.val = resolve_dataset(cfg.val, self.run_dir, cfg.run.seed)[: cfg.run.eval_limit] if cfg.val.path else []
         self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
         self.audio = make_audio_loader(self.lm, cfg.prompt)
+        self.clips = ClipDraw(self.stream, self.audio, cfg.data.path, cfg.data.skip_bad)
         self.sharded = cfg.model.sharding == "fsdp"
         self.params = trainable_parameters(self.lm)
         self.frozen_encoder = encoder_is_frozen(self.lm)
@@ -60,6 +68,7 @@ class Trainer:
         self.generator = self.make_generator()
         self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
         self.step = 0
+        self.last_checkpoint: Path | None = None  # the newest checkpoint with finite weights (written or resumed from)
         self.memory_logged = False
         self.resumed = self._resume()
         self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
@@ -96,7 +105,12 @@ class Trainer:
         self.before_loop()
         bar = progress(self.max_steps, self.step, run.progress and self.acc.is_main_process, self.kind)
         while self.step < self.max_steps:
-            metrics, sample = self.train_step()
+            try:
+                metrics, sample = self.train_step()
+                _check_finite(metrics)
+            except NonFiniteError as e:
+                bar.close()
+                self._stop_non_finite(e, self.step + 1)
             self.step += 1
             self._after_step(metrics, sample)
             bar.set_postfix({label: format(metrics.get(key, 0), fmt) for label, (key, fmt) in self.postfix.items()})
@@ -117,6 +131,15 @@ class Trainer:
         if run.save_every and step % run.save_every == 0 and step < self.max_steps:
             self.save()
 
+    def _stop_non_finite(self, error: NonFiniteError, step: int) -> None:
+        """Stop the run: nothing non-finite was written; name the last checkpoint that holds finite weights."""
+        last = self.last_checkpoint
+        msg = f"non-finite loss at step {step}; last good checkpoint: {last if last is not None else 'none'}"
+        log.error("%s (%s; lower optim.lr or set optim.max_grad_norm > 0)", msg, error)
+        self.metrics.close()
+        close_run_log(self.run_dir)
+        raise NonFiniteError(msg) from None
+
     def finish(self) -> Path:
         run = self.cfg.run
         if run.eval_every and self.val and self.step % run.eval_every != 0:
@@ -125,11 +148,20 @@ class Trainer:
         if not self.sharded:  # sharded weights are one copy, not replicas
             check_replicas_agree(self.lm, self.acc)
         self.audio.warn_long()
+        self._record_skipped()
         final = export_final(self.lm, self.run_dir, run.export_merged, self.acc, self.sharded)
         self.metrics.close()
         close_run_log(self.run_dir)
         log.info("done: %d steps; final model in %s", self.step, final)
         return final
+
+    def _record_skipped(self) -> None:
+        """Clips skipped under data.skip_bad, per problem kind, in run.json (all processes' counts)."""
+        decoded = self.global_reduce({k: float(self.clips.skipped[k]) for k in CLIP_PROBLEMS}, "sum")  # same keys everywhere
+        if self.acc.is_main_process and (self.skipped_at_start or any(decoded.values())):
+            skipped = {"at_start": dict(self.skipped_at_start), "when_decoded": {k: int(v) for k, v in decoded.items() if v}}
+            record_in_run_json(self.run_dir, {"skipped_clips": skipped})
+            log.warning("clips skipped (data.skip_bad): %s", skipped)
 
     def validate(self) -> dict[str, float]:
         """Greedy accuracy on the validation set (main process), logged as val/accuracy[/TASK]."""
@@ -144,16 +176,54 @@ class Trainer:
         return res
 
     def save(self) -> Path:
-        return self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": self.kind},
-                               {"data": self.stream.state_dict()}, self.generator, self.acc, self.sharded)
+        """Checkpoint the run; weights that are not finite are never written (the run stops instead)."""
+        bad = self.global_reduce({"bad": float(not all_finite(self.params))}, "sum")["bad"]
+        if bad:
+            self._stop_non_finite(NonFiniteError("non-finite weights"), self.step)
+        self.last_checkpoint = self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": self.kind},
+                                               {"data": self.stream.state_dict()}, self.generator, self.acc,
+                                               self.sharded, self.cfg)
+        return self.last_checkpoint
 
     def _resume(self) -> bool:
-        start = resume_point(self.cfg.run, self.run_dir)
-        if start is None:
-            return False
-        state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, self.generator, self.acc,
-                                             self.sharded)
+        """Load the checkpoint to continue from, if any; cut metrics and samples back to its step (0 without one)."""
+        candidates = resume_candidates(self.cfg.run, self.run_dir)
+        for i, start in enumerate(candidates):
+            try:
+                changes = self._check_config(start)
+                state, rank_state = Checkpoints.load(start, self.lm, self.optimizer, self.scheduler, self.generator,
+                                                     self.acc, self.sharded)
+            except CorruptCheckpoint as e:
+                if i + 1 == len(candidates):
+                    raise
+                log.warning("checkpoint file %s does not load (%s): falling back to %s", e.file, e.reason,
+                            candidates[i + 1])
+                continue
+            self._continue_from(start, state, rank_state, bool(changes))
+            break
+        if self.acc.is_main_process:
+            truncate_metrics_after(self.run_dir, self.step)
+        if self.last_checkpoint is not None:
+            log.info("resumed from %s at step %d", self.last_checkpoint, self.step)
+        return self.last_checkpoint is not None
+
+    def _check_config(self, start: Path) -> list[str] | None:
+        """Refuse (or warn about) settings that differ from the checkpoint's, as `run.resume_changed` says."""
+        changes = config_changes(start, self.cfg)
+        mode = self.cfg.run.resume_changed
+        if changes is None:
+            log.warning("%s holds no config (written by an older harken): its settings cannot be compared", start)
+        elif changes and mode == "refuse":
+            raise ConfigError(f"resuming from {start} with changed settings ({'; '.join(changes)}): restore them, or "
+                              f"set run.resume_changed=warn to continue with the new ones, or run.resume=never")
+        elif changes:
+            (log.warning if mode == "warn" else log.info)("resuming from %s with changed settings: %s", start,
+                                                          "; ".join(changes))
+        return changes
+
+    def _continue_from(self, start: Path, state: dict, rank_state: dict | None, changed: bool) -> None:
         self.step = int(state["step"])
+        self.last_checkpoint = start
         if rank_state is None:  # written by another number of processes
             old_world = int(state["world"])
             data = Checkpoints.rank_state(start)["data"]
@@ -164,10 +234,8 @@ class Trainer:
                         "of the epoch; sampling is re-seeded", start, old_world, self.acc.num_processes)
         else:
             self.stream.load_state_dict(rank_state["data"])
-        if self.acc.is_main_process:
-            truncate_metrics_after(self.run_dir, self.step)
-        log.info("resumed from %s at step %d", start, self.step)
-        return True
+        if changed:  # allowed by run.resume_changed: the new optim.* take effect
+            apply_settings(self.optimizer, self.scheduler, self.cfg.optim)
 
     def _warn_low_precision(self) -> None:
         """Full fine-tuning in a low-precision dtype without master weights loses small updates: say how many."""
@@ -202,3 +270,10 @@ class Trainer:
         keys = sorted(values)
         t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.acc.device)
         return dict(zip(keys, self.acc.reduce(t, op).tolist()))
+
+
+def _check_finite(metrics: dict[str, float]) -> None:
+    """A step whose loss or gradient norm is NaN or infinite stops the run."""
+    for key in ("loss", "grad_norm"):
+        if key in metrics and not math.isfinite(float(metrics[key])):
+            raise NonFiniteError(f"{key} {metrics[key]}")

@@ -175,8 +175,10 @@ def test_generic_missing_mapped_key_says_how_to_map(tmp_path):
 
 
 def test_field_mapping_errors():
-    with pytest.raises(ConfigError, match="format 'jsonl' only"):
-        read_dataset("mmau-test-mini", "mmau", fields={"question": "q"})
+    with pytest.raises(ConfigError, match="formats jsonl, mmau, mmar only"):
+        read_dataset("x.json", "avqa", fields={"question": "q"})
+    with pytest.raises(ConfigError, match="formats jsonl, mmau, mmar only"):
+        read_dataset("x.jsonl", "canonical", fields={"question": "q"})
     with pytest.raises(ConfigError, match="unknown canonical field"):
         read_dataset("x.jsonl", "jsonl", fields={"prompt": "q"})
     with pytest.raises(ConfigError, match="unknown dataset format"):

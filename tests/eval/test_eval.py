@@ -480,5 +480,5 @@ def test_run_on_the_shipped_mmau_file(tmp_path, monkeypatch, no_charts):
     # The predictions file scores the same with `eval score` and with the official script.
     again = score_file(out / "predictions.json", "mmau", tmp_path / "rescored")
     assert again["n_correct"] == official_script(preds, "model_output", [])[0] == 3
-    with pytest.raises(ValueError, match="--data is for mmar and jsonl"):
+    with pytest.raises(ValueError, match="--data is for mmau, mmar and jsonl.*use --benchmark mmau --data FILE"):
         ev.run_benchmark("mmau-test-mini", "fake", out, data="x.json")

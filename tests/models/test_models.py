@@ -1,4 +1,5 @@
-"""Toy models of both families: build, save, reload; inputs; the composed forward."""
+"""Toy models of every family: build, save, reload; inputs; the composed forward; the layout and
+placeholder count each model's own processor builds."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from harken.models.families import AUDIO_TOKEN, get_family
+from harken.models.families import AUDIO_TOKEN, FAMILIES as REGISTERED, get_family
 from harken.models.loading import load_audio_lm
 from harken.models.toy import build_tiny
 
-FAMILIES = ["qwen2-audio", "qwen2.5-omni"]
+FAMILIES = list(REGISTERED)
 
 
 def _clips(seconds=(1.0, 2.7), seed=0):
@@ -24,8 +25,8 @@ def test_save_reload_identical_logits(family, tiny_dirs):
     loaded = load_audio_lm(str(tiny_dirs[family]))
     assert loaded.family is get_family(family)
     batch = loaded.encode_prompts(["Which is louder?", "How many beeps are there?"], _clips())
-    kw = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-              input_features=batch.input_features, feature_attention_mask=batch.feature_mask)
+    kw = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+          "input_features": batch.input_features, loaded.family.feature_mask_arg: batch.feature_mask}
     with torch.no_grad():
         a = built.model(**kw).logits
         b = loaded.model(**kw).logits
@@ -56,20 +57,22 @@ def test_composed_forward_equals_model_forward(family, tiny_dirs):
     lm = load_audio_lm(str(tiny_dirs[family]))
     batch = lm.encode_prompts(["What is the sound?", "Is the second tone higher or lower than the first one?"], _clips())
     with torch.no_grad():
-        ref = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                       input_features=batch.input_features, feature_attention_mask=batch.feature_mask).logits
+        ref = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, input_features=batch.input_features,
+                       **{lm.family.feature_mask_arg: batch.feature_mask}).logits
         hidden, _ = lm.text_forward(lm.embed_prompts(batch), batch.attention_mask, prompt_positions(batch.attention_mask))
         mine = lm.lm_head(hidden)
     valid = batch.attention_mask.bool()
     assert torch.allclose(mine[valid], ref[valid], atol=1e-5)
 
 
-def test_saved_folder_loads_with_plain_transformers(tiny_dirs):
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+@pytest.mark.parametrize("family", [f for f in FAMILIES if get_family(f).processor_class_name])
+def test_saved_folder_loads_with_plain_transformers(family, tiny_dirs):
+    from transformers import AutoProcessor
 
-    path = str(tiny_dirs["qwen2-audio"])
-    model = Qwen2AudioForConditionalGeneration.from_pretrained(path)
+    path = str(tiny_dirs[family])
+    model = get_family(family).model_class.from_pretrained(path)
     proc = AutoProcessor.from_pretrained(path)
+    assert type(proc).__name__ == get_family(family).processor_class_name
     lm = load_audio_lm(path)
     clip = _clips((2.0,))[0]
     chat = lm.family.chat_text("Which one?")
@@ -92,14 +95,27 @@ def test_tokenizer_and_chat_layout(tiny_dirs):
     assert lm.eos_ids and lm.tokenizer.convert_tokens_to_ids("<|im_end|>") in lm.eos_ids
 
 
-def test_model_tiny_cli(tmp_path, capsys):
+def test_audio_flamingo_3_layout(tiny_dirs):
+    """AF3's processor chat template: default system turn, `<sound>` right before the user text."""
+    lm = load_audio_lm(str(tiny_dirs["audio-flamingo-3"]))
+    assert lm.family.chat_text("Q?") == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<sound>Q?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert lm.tokenizer.convert_ids_to_tokens(lm.audio_token_id) == "<sound>"
+    assert lm.model.config.audio_token_id == lm.audio_token_id
+    assert [lm.tokenizer.convert_ids_to_tokens(i) for i in lm.eos_ids] == ["<|endoftext|>", "<|im_end|>"]
+
+
+@pytest.mark.parametrize("family", ["qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
+def test_model_tiny_cli(tmp_path, capsys, family):
     from harken.cli import main
 
-    assert main(["model", "tiny", "--family", "qwen2.5-omni", "--out", str(tmp_path / "m")]) == 0
+    assert main(["model", "tiny", "--family", family, "--out", str(tmp_path / "m")]) == 0
     assert (tmp_path / "m" / "model.safetensors").exists()
-    assert "qwen2.5-omni" in capsys.readouterr().out
+    assert family in capsys.readouterr().out
     lm = load_audio_lm(str(tmp_path / "m"))
-    assert lm.family.name == "qwen2.5-omni"
+    assert lm.family.name == family
 
 
 def test_unknown_family_and_dtype():
@@ -132,3 +148,45 @@ def test_joined_prompts_equal_encoding_them_together(tiny_dirs):
     for name in ("input_ids", "attention_mask", "input_features", "feature_mask"):
         assert torch.equal(getattr(joined, name), getattr(direct, name)), name
     assert joined.audio_token_counts == direct.audio_token_counts
+
+
+def test_qwen3_omni_routes_each_token_to_top_k_of_its_experts(tiny_dirs):
+    """The shared-prefix path runs the MoE layers with the configured expert count and top-k: every
+    prompt and completion token goes to num_experts_per_tok of num_experts experts, with the
+    weights the model's own forward gives it."""
+    from harken.rl.rollout import SamplingParams, generate
+
+    lm = load_audio_lm(str(tiny_dirs["qwen3-omni"]))
+    text = lm.model.config.text_config
+    assert (text.num_experts, text.num_experts_per_tok, text.output_router_logits) == (4, 2, False)
+    picks = []
+    routers = [m for n, m in lm.model.named_modules() if n.endswith("mlp.gate")]
+    assert len(routers) == text.num_hidden_layers
+    hooks = [r.register_forward_hook(lambda m, i, out: picks.append(out[2])) for r in routers]
+    batch = lm.encode_prompts(["Which is louder?", "How many beeps?"], _clips())
+    generate(lm, batch, 3, SamplingParams(max_new_tokens=4, greedy=True))
+    for h in hooks:
+        h.remove()
+    assert picks and all(p.shape[-1] == 2 and int(p.max()) < 4 for p in picks)
+    assert len(torch.cat([p.flatten() for p in picks]).unique()) > 2  # routing really varies
+
+
+def test_router_aux_loss_config_is_refused(tmp_path):
+    from harken.models.loading import save_audio_lm
+
+    lm = build_tiny("qwen3-omni", seed=0)
+    lm.model.config.text_config.output_router_logits = True
+    save_audio_lm(lm, tmp_path)
+    with pytest.raises(ValueError, match="load-balancing loss"):
+        load_audio_lm(str(tmp_path))
+
+
+@pytest.mark.parametrize("preset,family", [("audio-flamingo-3", "audio-flamingo-3"), ("qwen3-omni", "qwen3-omni")])
+def test_family_presets_name_their_family(preset, family):
+    from harken.config import load_config
+    from harken.schema import GRPOConfig
+
+    cfg = load_config(GRPOConfig, preset)
+    assert cfg.model.path == {"audio-flamingo-3": "nvidia/audio-flamingo-3-hf",
+                              "qwen3-omni": "Qwen/Qwen3-Omni-30B-A3B-Instruct"}[family]
+    assert (cfg.rollout.group_size, cfg.algo.kl_coef, cfg.model.sharding) == (8, 0.04, "fsdp")

@@ -19,6 +19,8 @@ from harken.rl.algorithm import (
     grpo_loss,
     importance_ratio,
     kl_penalty,
+    microbatch_weight,
+    normaliser_count,
     policy_loss,
 )
 from harken.rl.masks import completion_mask_from_eos, masked_mean
@@ -346,6 +348,24 @@ def test_aggregate_with_no_tokens_is_zero_with_grad(mode):
     assert out.item() == 0.0 and out.requires_grad
     out.backward()
     assert torch.equal(loss.grad, torch.zeros(2, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("mode", sorted(LOSS_AGGREGATIONS))
+def test_parts_weighted_by_the_step_normaliser_give_the_whole_aggregate(mode):
+    """Rows split into parts (micro-batches, micro-steps, processes): sum of aggregate(part) * weight(part,
+    total = the counts summed over the parts) == aggregate(all rows), however unequal the parts' counts."""
+    loss = _t(RAGGED + [[7.0, 8.0, 9.0], [100.0] * 3, [2.0, 100.0, 100.0]])
+    mask = _mask([3, 1, 2, 3, 0, 1], 3)
+    whole = aggregate(loss, mask, mode, max_tokens=3)
+    for split in ([[0, 1, 2, 3, 4, 5]], [[0, 1], [2, 3, 4, 5]], [[0], [1], [2], [3], [4], [5]], [[4], [0, 5, 1, 2, 3]]):
+        total = sum(normaliser_count(mask[part], mode) for part in split)
+        parts = [aggregate(loss[part], mask[part], mode, max_tokens=3)
+                 * microbatch_weight(mask, torch.tensor(part), mode, total=total) for part in split]
+        assert sum(parts).item() == pytest.approx(whole.item()), split
+    # counts: non-empty rows, tokens, rows
+    expected = {"seq_mean_token_mean": 5.0, "token_mean": 10.0, "seq_mean_token_sum_norm": 6.0}[mode]
+    assert normaliser_count(mask, mode) == expected
+    assert microbatch_weight(mask, torch.tensor([4]), mode, total=0.0) == 0.0  # nothing in the step: weight 0
 
 
 def test_aggregate_unknown_mode():

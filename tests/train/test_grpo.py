@@ -58,7 +58,7 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni"])
+@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
 def test_two_steps_move_every_trainable_parameter(tmp_path, synth_dir, family):
     cfg = _cfg(tmp_path, f"model.path=tiny:{family}", data=synth_dir / "train.jsonl")
     trainer, before, after = _run(cfg)
@@ -151,23 +151,12 @@ def test_unknown_key_lists_valid_ones():
         load_config(GRPOConfig, "tiny", ["rollout.group_sise=4"])
 
 
-def test_r1aqa_preset_is_the_paper_recipe():
-    cfg = load_config(GRPOConfig, "r1aqa")
-    assert cfg.model.path == "Qwen/Qwen2-Audio-7B-Instruct"
-    assert (cfg.rollout.group_size, cfg.optim.lr, cfg.algo.kl_coef, cfg.rollout.temperature) == (8, 1e-6, 0.04, 1.0)
-    assert (cfg.rollout.max_new_tokens, cfg.prompt.template, cfg.rollout.prompts_per_step) == (256, "prompt2", 1)
-    assert (cfg.optim.grad_accum, cfg.run.max_steps, cfg.run.save_every) == (2, 1000, 100)
-    assert [r.name for r in cfg.reward.rewards] == ["accuracy", "format"]
-    assert not cfg.model.freeze_encoder and not cfg.model.lora
-    assert load_config(GRPOConfig, "r1aqa-think").prompt.template == "prompt3"
-
-
 @pytest.mark.slow
 def test_two_processes_agree(tmp_path, synth_dir):
     """torchrun with 2 processes (gloo on CPU): trains, and both replicas hold the same weights."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "harken.cli", "train", "grpo", "--config", "tiny",
         f"run.out_dir={tmp_path}", f"data.path={synth_dir / 'train.jsonl'}", "rollout.group_size=3",
         "rollout.prompts_per_step=1", "rollout.max_new_tokens=4", "run.max_steps=2", "run.progress=false",
@@ -178,3 +167,50 @@ def test_two_processes_agree(tmp_path, synth_dir):
     assert "all 2 model replicas agree" in proc.stderr
     assert json.loads((tmp_path / "run.json").read_text())["processes"] == 2
     assert len(_metrics(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("dropout", [False, True])
+def test_first_ratio_is_exactly_one_with_lora_dropout(tmp_path, synth_dir, dropout, shared):
+    """Old log-probs and the first policy pass run in one mode (dropout off by default): ratio 1, no clipping."""
+    from harken.train.grpo import GRPOTrainer
+
+    cfg = _cfg(tmp_path, "model.lora=true", "model.lora_r=4", "model.lora_dropout=0.5", "algo.updates_per_batch=2",
+               f"algo.dropout={str(dropout).lower()}", f"rollout.prefix_sharing={str(shared).lower()}",
+               data=synth_dir / "train.jsonl")
+    trainer = GRPOTrainer(cfg)
+    for name, p in trainer.lm.model.named_parameters():  # a live adapter: its dropout changes the output
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    rb = trainer.collect()
+    trainer.score_logprobs(rb)
+    m = trainer.backward(rb, trainer.step_normaliser([rb]))
+    if dropout:  # algo.dropout=true: every pass in train mode, so the two passes draw different masks
+        assert m["ratio_min"] < 1.0 < m["ratio_max"]
+    else:
+        assert (m["ratio_min"], m["ratio_mean"], m["ratio_max"], m["clip_frac"]) == (1.0, 1.0, 1.0, 0.0)
+    assert trainer.lm.model.training == dropout  # the mode the passes ran in
+
+
+def test_dropout_off_keeps_activation_checkpointing():
+    """Dropout off: every module in eval mode but the checkpointed layers (transformers checkpoints only in
+    train mode); generation puts those in eval mode too (they would drop the cache)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from harken.models.toy import build_tiny
+    from harken.train.policy import layers_with_own_dropout, set_dropout
+
+    lm = build_tiny("qwen2-audio", seed=0)
+    lm.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    layers = {n: m for n, m in lm.model.named_modules() if isinstance(m, GradientCheckpointingLayer)}
+    assert layers and all(m.gradient_checkpointing for m in layers.values())
+    set_dropout(lm.model, False)
+    assert all(m.training == (n in layers) for n, m in lm.model.named_modules())
+    set_dropout(lm.model, False, generating=True)
+    assert not any(m.training for m in lm.model.modules())
+    set_dropout(lm.model, True)
+    assert all(m.training for m in lm.model.modules())
+    assert layers_with_own_dropout(lm.model) == []
+    name, layer = next(iter(layers.items()))
+    layer.dropout = 0.1  # dropout applied in the layer's own forward: dropout off cannot reach it
+    assert layers_with_own_dropout(lm.model) == [name]
