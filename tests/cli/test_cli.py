@@ -31,3 +31,12 @@ def test_print_config_resolves_overrides(capsys):
     assert main(["train", "grpo", "--config", "r1aqa-think", "--print-config", "algo.kl_coef=0.001"]) == 0
     out = capsys.readouterr().out
     assert "template: prompt3" in out and "kl_coef: 0.001" in out and "group_size: 8" in out
+
+
+@pytest.mark.parametrize("module", ["harken", "harken.cli"])
+def test_python_dash_m_runs_the_command_line(module):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("harken "), out.stderr
