@@ -10,7 +10,6 @@ real-audio builders (`harken.data.synth`, `harken.data.realaudio`), AVQA prepara
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -151,12 +150,13 @@ def _register_validate(data: Any) -> None:
 
 def _cmd_synth(args) -> int:
     from harken.data.synth import format_counts, make_synthetic
+    from harken.io import read_json
 
     t0 = time.perf_counter()
     make_synthetic(
         args.out, seed=args.seed, n_train=args.train, n_test=args.test, n_warmup=args.warmup, skills=args.skills
     )
-    info = json.loads((Path(args.out) / "info.json").read_text(encoding="utf-8"))
+    info = read_json(Path(args.out) / "info.json")
     print(format_counts(info["counts"]))
     print(f"wrote {args.out}/{{train,test,warmup}}.jsonl, audio/ and info.json in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -164,12 +164,13 @@ def _cmd_synth(args) -> int:
 
 def _cmd_real(args) -> int:
     from harken.data.realaudio import PACKAGES, install_hint, make_real
+    from harken.io import read_json
 
     path = make_real(args.out, seed=args.seed, per_class=args.per_class)
     if path is None:
         print(f"no real-audio source installed; nothing written. Install with: {install_hint(PACKAGES.values())}")
         return 1
-    info = json.loads((path.parent / "info.json").read_text(encoding="utf-8"))
+    info = read_json(path.parent / "info.json")
     for task, n in info["counts"].items():
         print(f"{task:14s} {n:5d}")
     print(f"wrote {path} and {path.parent / 'audio'}/")

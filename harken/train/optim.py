@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from harken.train.processes import average_gradients
+from harken.train.sharding import local_shard
 
 
 def build_optimizer(params: list[torch.nn.Parameter], optim_cfg, total_steps: int):
@@ -34,7 +35,7 @@ class NonFiniteError(ValueError):
 
 def all_finite(tensors) -> bool:
     """True when every element of every tensor (a sharded one: this process's shard) is finite."""
-    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+    local = [local_shard(t) for t in tensors]
     return all(bool(torch.isfinite(t.detach()).all()) for t in local if t.numel())
 
 
@@ -79,11 +80,7 @@ def state_bytes(params: list[torch.nn.Parameter], optimizer) -> dict[str, int]:
     Sharded tensors count their local shard only. Gradients are counted as the weights' size in
     the gradient dtype (they are freed between steps).
     """
-    def local(t: torch.Tensor) -> torch.Tensor:
-        return t.to_local() if hasattr(t, "to_local") else t
-
-    weights = sum(local(p).numel() * p.element_size() for p in params)
-    grads = sum(local(p).numel() * p.element_size() for p in params)
-    optim = sum(local(v).numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
+    weights = sum(local_shard(p).numel() * p.element_size() for p in params)
+    optim = sum(local_shard(v).numel() * v.element_size() for st in optimizer.state.values() for v in st.values()
                 if isinstance(v, torch.Tensor) and v.dim() > 0)
-    return {"weights": weights, "gradients": grads, "optimizer": optim}
+    return {"weights": weights, "gradients": weights, "optimizer": optim}

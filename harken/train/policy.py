@@ -18,7 +18,7 @@ import torch
 from harken.models.audio_lm import AudioLM
 from harken.models.families import base_model
 from harken.models.loading import load_audio_lm, resolve_dtype
-from harken.train.sharding import ensure_process_group, shard_audio_lm
+from harken.train.sharding import ensure_process_group, local_shard, shard_audio_lm
 
 
 def precision(model_cfg, device) -> tuple[torch.dtype, torch.dtype]:
@@ -112,8 +112,7 @@ def rounded_away_fraction(params: list[torch.nn.Parameter], lr: float) -> float:
     total = unchanged = 0
     for p in params:
         half_step = torch.finfo(p.dtype).eps / 2  # relative spacing 2^-m, halved
-        w = p.detach()
-        w = w.to_local() if hasattr(w, "to_local") else w
+        w = local_shard(p.detach())
         unchanged += int((w.float().abs() * half_step > lr).sum())
         total += w.numel()
     return unchanged / max(total, 1)

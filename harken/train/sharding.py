@@ -3,7 +3,8 @@
 Owns: `shard_audio_lm`, which makes one FSDP unit per encoder layer and per decoder layer and puts
 the rest (embeddings, final norm, head, encoder stem, projector) at the root; the root's
 registered forward method every pass of the model runs through (`AudioLM.call`); gathering the
-whole model for a rollout; the process group a single process needs to shard.
+whole model for a rollout; the process group a single process needs to shard; a tensor's local
+shard.
 
 Why a registered root method: the shared-prefix path calls the model's pieces one by one
 (encoder, embeddings, language model, head) instead of the model's own `forward`. Running each
@@ -47,6 +48,11 @@ def ensure_process_group() -> None:
     os.environ.setdefault("MASTER_PORT", str(port))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, rank=0, world_size=1)
+
+
+def local_shard(t: torch.Tensor) -> torch.Tensor:
+    """This process's part of a sharded tensor (a DTensor); any other tensor as it is."""
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def is_sharded(model: nn.Module) -> bool:
