@@ -91,6 +91,10 @@ def main(out: str, data: str, run_dir: str) -> None:
                 results[(agg, masked, name)] = step_grads(trainer, split(rank))
     if not dist.is_initialized() or dist.get_rank() == 0:
         torch.save(results, out)
+    trainer.metrics.close()
+    if dist.is_initialized():  # an open gloo group at interpreter exit can abort the process
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

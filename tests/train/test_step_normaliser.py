@@ -69,7 +69,7 @@ def test_the_splits_really_differ_in_their_counts(tmp_path, synth_dir):
 def test_two_processes_give_the_one_process_gradient(tmp_path, synth_dir, one_process):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
     out = tmp_path / "grads.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29711",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "step_grads.py"), str(out), str(synth_dir / "train.jsonl"), str(tmp_path / "run")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
