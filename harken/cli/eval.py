@@ -77,7 +77,9 @@ def _add_run(ev) -> None:
                         "default with --data: the --data file's folder)")
     add_field_option(p)
     p.add_argument("--out", required=True, metavar="DIR", help="evaluation folder (reused to continue a run)")
-    p.add_argument("--template", default="prompt2", help="prompt template (default: prompt2, the paper's best)")
+    p.add_argument("--template", default=None,
+                   help="prompt template (default: the one the model was trained on, saved by `harken train` "
+                        "in its folder; else prompt2, the paper's best)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="generation budget per answer (default: 64)")
     p.add_argument("--batch-size", type=int, default=8, help="items per generation batch (default: 8)")
     p.add_argument("--adapter", default=None, metavar="PATH", help="LoRA adapter folder to apply")

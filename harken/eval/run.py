@@ -34,6 +34,8 @@ from harken.io import read_appended_jsonl, read_json, write_json_atomic, write_j
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_TEMPLATE = "prompt2"  # the paper's best, for models trained elsewhere
+
 # Seams: the model layer is reached only through these three functions, so tests can run the
 # whole command with a fake model.
 
@@ -56,6 +58,20 @@ def _audio_loader(lm):
     # Cut at the encoder's window: the feature extractor would cut there anyway, and decoding
     # an hour-long clip only to drop it wastes time and memory.
     return AudioLoader(lm.sampling_rate, lm.window_seconds, "truncate")
+
+
+def _template_for(model: str, adapter: str | None, explicit: str | None) -> str:
+    """The explicit template, else the one the model (or adapter) was trained on, else prompt2."""
+    from harken.models.trained_with import choose_template, read_training_settings
+
+    local = [p for p in (adapter, model) if p and os.path.isdir(p)]
+    trained = read_training_settings(*local)
+    template, warning = choose_template(explicit, trained, DEFAULT_TEMPLATE)
+    if warning:
+        logger.warning(warning)
+    elif explicit is None and trained.get("template"):
+        logger.info("prompt template %s: the one the model was trained on", template)
+    return template
 
 
 def _resolved(path: str | None) -> str | None:
@@ -246,7 +262,7 @@ def run_benchmark(
     *,
     data: str | None = None,
     audio_root: str | None = None,
-    template: str = "prompt2",
+    template: str | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 8,
     adapter: str | None = None,
@@ -271,7 +287,8 @@ def run_benchmark(
             shipped metadata). Without answers in it, predictions only (`no_accuracy`).
         audio_root: folder relative clip paths are joined to (MMAU: the folder that holds
             test-mini-audios/); default with `data`: the data file's folder.
-        template: prompt template name (`harken.data.prompts`).
+        template: prompt template name (`harken.data.prompts`); None: the template the model was
+            trained on (its folder's `harken.json`, written by `harken train`), else prompt2.
         max_new_tokens: generation budget per answer.
         batch_size: items per generation call.
         adapter: optional LoRA adapter folder.
@@ -287,6 +304,7 @@ def run_benchmark(
     from harken.data.prompts import get_template
 
     _check_numbers(max_new_tokens, batch_size, limit)
+    template = _template_for(model, adapter, template)
     tmpl = get_template(template)
     out = Path(out)
     bench = load_benchmark(benchmark, data, audio_root, fields)

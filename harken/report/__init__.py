@@ -6,7 +6,7 @@ and `report(folder)`, which also serves demo folders through `harken.demo.report
 below are the package's public entry points.
 """
 
-from harken.report.metrics import metric_series, plan_panels, read_metrics
+from harken.report.metrics import learned_nothing, metric_series, plan_panels, read_metrics
 from harken.report.run import report, run_report
 
-__all__ = ["metric_series", "plan_panels", "read_metrics", "report", "run_report"]
+__all__ = ["learned_nothing", "metric_series", "plan_panels", "read_metrics", "report", "run_report"]

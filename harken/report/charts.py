@@ -24,6 +24,7 @@ class Chart:
     path: Path  # the PNG
     title: str
     keys: list[str]  # the metrics it draws
+    wide: bool = False  # a grid of small multiples: shown at the page's full width
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -53,15 +54,28 @@ def _draw(ax, series: dict[str, Series], keys: Sequence[str], legend_size: int =
         else:
             ax.plot(s.steps, s.values, color=color, marker="o", markersize=3.5, linewidth=1.2, label=key)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size, loc="best")
+    # Below the axes, never over the lines.
+    ax.legend(fontsize=legend_size, loc="upper center", bbox_to_anchor=(0.5, -0.16 - 0.04 * legend_size / 7),
+              ncol=_legend_columns(keys), frameon=False)
+
+
+def _legend_columns(keys: Sequence[str]) -> int:
+    return 1 if max((len(k) for k in keys), default=0) > 40 else min(2, len(keys)) if len(keys) > 1 else 1
+
+
+def _legend_rows(keys: Sequence[str]) -> int:
+    return -(-len(keys) // _legend_columns(keys))
 
 
 def plot_panel(series: dict[str, Series], keys: Sequence[str], title: str, ylabel: str, path: Path,
                xlabel: str = "optimizer step") -> None:
     """One line chart of `keys` over steps."""
     # Fixed margins instead of a layout engine: a constrained layout doubles the time of a chart.
-    fig = figure(6.4, 3.6)
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.14)
+    # The legend sits below the x label: the figure grows by its rows.
+    legend_h = 0.2 * _legend_rows(keys) + 0.15
+    height = 3.6 + legend_h
+    fig = figure(6.4, height)
+    fig.subplots_adjust(left=0.12, right=0.97, top=1 - 0.36 / height, bottom=(0.55 + legend_h) / height)
     ax = fig.subplots()
     _draw(ax, series, keys)
     ax.set_title(title, fontsize=9)
@@ -75,9 +89,13 @@ def plot_grid(series: dict[str, Series], families: dict[str, list[str]], title: 
     n = len(families)
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig = figure(4.2 * cols, 2.8 * rows)
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.45 / (2.8 * rows), bottom=0.25 / (2.8 * rows) + 0.02,
-                        wspace=0.25, hspace=0.35)
+    # Inches: the suptitle above, then per row a title, the axes, tick labels and the legend below.
+    legend_h = 0.14 * max(_legend_rows(keys) for keys in families.values())
+    axes_h, gap, top, bottom = 2.0, 0.25 + 0.45 + legend_h, 0.55, 0.5 + legend_h
+    height = top + rows * axes_h + (rows - 1) * gap + bottom
+    fig = figure(4.2 * cols, height)
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - top / height, bottom=bottom / height,
+                        wspace=0.25, hspace=gap / axes_h)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (fam, keys) in zip(axes, families.items()):
         _draw(ax, series, keys, legend_size=6)
@@ -107,12 +125,12 @@ def plot_run(rows: Sequence[dict[str, Any]], plot_dir: str | os.PathLike, prefix
     charts = []
     for panel, keys in panels:
         path = plot_dir / f"{prefix}{panel.name}.png"
-        full_title = f"{title}: {panel.title}" if title else panel.title
+        full_title = f"{title}: {panel.title_for(keys)}" if title else panel.title_for(keys)
         plot_panel(series, keys, full_title, panel.ylabel, path)
         charts.append(Chart(path, full_title, keys))
     if families:
         path = plot_dir / f"{prefix}more.png"
         full_title = f"{title}: more metrics" if title else "more metrics"
         plot_grid(series, families, full_title, path)
-        charts.append(Chart(path, full_title, [k for keys in families.values() for k in keys]))
+        charts.append(Chart(path, full_title, [k for keys in families.values() for k in keys], wide=len(families) > 1))
     return charts

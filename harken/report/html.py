@@ -23,7 +23,9 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; } td.num { text-align: right; }
 th { background: #f3f3f3; } .verdict { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.6em 1em; }
 .charts { display: flex; flex-wrap: wrap; gap: 10px; } .charts figure { margin: 0; width: 520px; }
+.charts figure.wide { width: 100%; }
 .charts img { width: 100%; border: 1px solid #eee; } figcaption { font-size: 0.8em; color: #555; }
+.warning { background: #fdecea; border-left: 4px solid #d93025; padding: 0.6em 1em; }
 code { background: #f5f5f5; padding: 0 0.2em; } .muted { color: #666; font-size: 0.9em; }
 """
 
@@ -58,12 +60,14 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_fro
 
 
 def html_charts(charts: Sequence[Chart], page_dir: Path) -> str:
-    """The charts side by side, each captioned with the metrics it draws."""
-    figs = [
-        f'<figure><img src="{rel_url(c.path, page_dir)}" alt="{escape(c.title, quote=True)}">'
-        f"<figcaption>{escape(', '.join(c.keys))}</figcaption></figure>"
-        for c in charts
-    ]
+    """The charts side by side (a grid at full width), each a link to the full-size image and
+    captioned with the metrics it draws."""
+    figs = []
+    for c in charts:
+        url, cls = rel_url(c.path, page_dir), ' class="wide"' if c.wide else ""
+        figs.append(f'<figure{cls}><a href="{url}">'
+                    f'<img src="{url}" alt="{escape(c.title, quote=True)}"></a>'
+                    f"<figcaption>{escape(', '.join(c.keys))}</figcaption></figure>")
     return '<div class="charts">\n' + "\n".join(figs) + "\n</div>"
 
 

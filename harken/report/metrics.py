@@ -93,6 +93,12 @@ class Panel:
     ylabel: str
     keys: tuple[str, ...]  # patterns, e.g. "reward/*"
     exclude: tuple[str, ...] = ()  # patterns left out even when `keys` match
+    notes: tuple[tuple[str, str], ...] = ()  # (key, what it measures): named in the title when drawn
+
+    def title_for(self, drawn: Sequence[str]) -> str:
+        """The title, with a note for each drawn key that has one (a GRPO and an SFT run differ)."""
+        notes = [note for key, note in self.notes if key in drawn]
+        return f"{self.title} ({'; '.join(notes)})" if notes else self.title
 
     def select(self, available: Sequence[str]) -> list[str]:
         chosen: list[str] = []
@@ -107,8 +113,11 @@ class Panel:
 PANELS: tuple[Panel, ...] = (
     Panel("reward", "reward of the sampled completions (mean per step)", "reward",
           ("reward/total", "reward/*"), exclude=("reward/std_in_group",)),
-    Panel("accuracy", "accuracy (val: greedy, held-out; reward/accuracy: sampled, training)", "accuracy",
-          ("val/accuracy", "val/accuracy/*", "reward/accuracy", "token_accuracy")),
+    Panel("accuracy", "accuracy", "accuracy",
+          ("val/accuracy", "val/accuracy/*", "reward/accuracy", "token_accuracy"),
+          notes=(("val/accuracy", "val: greedy answers, held-out"),
+                 ("reward/accuracy", "reward/accuracy: sampled completions, training"),
+                 ("token_accuracy", "token_accuracy: next target token, training"))),
     Panel("kl", "KL divergence to the reference model", "KL", ("kl",)),
     Panel("completion_length", "completion length", "tokens", ("completion/length",)),
     Panel("loss", "training loss", "loss", ("loss", "policy_loss")),
@@ -147,3 +156,20 @@ def plan_panels(keys: Sequence[str]) -> tuple[list[tuple[Panel, list[str]]], dic
         if k not in drawn:
             families.setdefault(_family(k), []).append(k)
     return planned, families
+
+
+def learned_nothing(series: dict[str, Series]) -> str | None:
+    """A warning when the run could not have changed its weights, else None.
+
+    GRPO: every group's rewards equal on every step (`reward/std_in_group` always 0: all
+    advantages are 0). Any trainer: a gradient norm of 0 on every step.
+    """
+    spread = series.get("reward/std_in_group")
+    if spread is not None and spread.values and max(spread.values) == 0:
+        return (f"every group of completions got equal rewards on all {len(spread.values)} logged steps: "
+                "the advantages were all 0 and the policy had nothing to learn from. Start from a model that "
+                "is right some of the time, or raise rollout.group_size or the sampling temperature.")
+    norm = series.get("grad_norm")
+    if norm is not None and norm.values and max(norm.values) == 0:
+        return (f"the gradient norm was 0 on all {len(norm.values)} logged steps: the weights never changed.")
+    return None

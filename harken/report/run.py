@@ -18,7 +18,7 @@ from typing import Sequence
 from harken.io import read_json, write_text_atomic
 from harken.report.charts import plot_run
 from harken.report.html import fresh_plots, html_charts, html_links, html_page, html_table
-from harken.report.metrics import DEMO_FILE, METRICS_FILE, Series, metric_series, read_metrics
+from harken.report.metrics import DEMO_FILE, METRICS_FILE, Series, learned_nothing, metric_series, read_metrics
 
 HEADLINE_KEYS = ("reward/total", "reward/accuracy", "reward/format", "val/accuracy", "kl", "completion/length",
                  "loss", "token_accuracy")
@@ -79,6 +79,8 @@ def run_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None)
     title = f"{name} run {run_dir.name}"
     body = [f"<h1>{escape(title)}</h1>",
             f"<p class=\"muted\">{escape(str(run_dir.resolve()))}: {len(rows)} logged rows, last step {steps}</p>"]
+    if (warning := learned_nothing(series)) is not None:
+        body.append(f'<p class="warning"><b>This run learned nothing:</b> {escape(warning)}</p>')
     if not series:
         body.append("<p>metrics.jsonl holds no numeric metric yet: nothing to chart.</p>")
     else:

@@ -21,6 +21,7 @@ from harken.io import PathError, describe_error, describe_os_error, read_json, r
 from harken.models.audio_lm import AudioLM
 from harken.models.families import base_model
 from harken.models.loading import save_audio_lm
+from harken.models.trained_with import write_training_settings
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,13 @@ def record_in_run_json(run_dir: Path, fields: dict) -> None:
     write_json_atomic(path, {**read_json(path), **fields})
 
 
-def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator, sharded: bool = False) -> Path:
+def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator, sharded: bool = False,
+                 settings: dict | None = None) -> Path:
     """save_pretrained of the final model (LoRA: the adapter, plus a merged model on request).
 
     A sharded model is gathered into one state dict first (every process takes part). Weights
     trained with fp32 masters are written in the compute dtype, the dtype the model runs in.
+    `settings` (the training template etc., `harken.models.trained_with`) go beside the weights.
     """
     final = run_dir / "final"
     state = _export_state(lm, sharded)
@@ -84,8 +87,12 @@ def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator, sharded:
                 merged_model = copy.deepcopy(lm.model).merge_and_unload()
                 save_audio_lm(AudioLM(merged_model, lm.tokenizer, lm.feature_extractor, lm.family),
                               run_dir / "final-merged")
+                if settings:
+                    write_training_settings(run_dir / "final-merged", settings)
         else:
             save_audio_lm(lm, tmp, state_dict=state, dtype=lm.compute_dtype)
+        if settings:
+            write_training_settings(tmp, settings)
         replace_folder(tmp, final)  # files and folder synced, then renamed
     except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)

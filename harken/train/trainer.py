@@ -29,6 +29,8 @@ import torch
 from harken.data.prompts import get_template
 from harken.eval.answers import accuracy
 from harken.config import ConfigError
+from harken.models.trained_with import training_settings
+from harken.report.metrics import METRICS_FILE, learned_nothing, metric_series, read_metrics
 from harken.train.checkpoint import Checkpoints, CorruptCheckpoint, config_changes, resume_candidates
 from harken.train.metrics import MetricsLogger, progress, truncate_metrics_after
 from harken.train.optim import NonFiniteError, all_finite, apply_settings, build_optimizer, state_bytes
@@ -149,11 +151,20 @@ class Trainer:
             check_replicas_agree(self.lm, self.acc)
         self.audio.warn_long()
         self._record_skipped()
-        final = export_final(self.lm, self.run_dir, run.export_merged, self.acc, self.sharded)
+        final = export_final(self.lm, self.run_dir, run.export_merged, self.acc, self.sharded,
+                             training_settings(self.cfg, self.kind))
         self.metrics.close()
         close_run_log(self.run_dir)
         log.info("done: %d steps; final model in %s", self.step, final)
+        self._warn_if_learned_nothing()
         return final
+
+    def _warn_if_learned_nothing(self) -> None:
+        """Say so when every logged step left the weights as they were (the report flags it too)."""
+        if self.acc.is_main_process and (self.run_dir / METRICS_FILE).is_file():
+            warning = learned_nothing(metric_series(read_metrics(self.run_dir)))
+            if warning:
+                log.warning("this run learned nothing: %s", warning)
 
     def _record_skipped(self) -> None:
         """Clips skipped under data.skip_bad, per problem kind, in run.json (all processes' counts)."""

@@ -49,3 +49,36 @@ def test_eval_run_with_lora_adapter(tmp_path, synth_dir, tiny_dirs):
     assert main(["eval", "run", "--benchmark", "jsonl", "--data", str(synth_dir / "test.jsonl"), "--model", base,
                  "--adapter", str(adapter), "--out", str(out), "--limit", "2", "--max-new-tokens", "3"]) == 0
     assert len(_items(out)) == 2
+
+
+def test_eval_run_uses_the_training_template(tmp_path, synth_dir, tiny_dirs, caplog):
+    """A model trained on prompt1 is evaluated with prompt1 unless told otherwise; told otherwise, a warning."""
+    from harken.config import load_config
+    from harken.schema import SFTConfig
+    from harken.train.sft import train_sft
+
+    cfg = load_config(SFTConfig, "tiny-sft", [
+        f"model.path={tiny_dirs['qwen2-audio']}", f"data.path={synth_dir / 'train.jsonl'}", "prompt.template=prompt1",
+        f"run.out_dir={tmp_path / 'run'}", "run.max_steps=1", "run.progress=false", "run.save_every=0",
+        "run.eval_every=0", "train.eval_before=false", "val.path=",
+    ])
+    final = train_sft(cfg)
+    assert json.loads((final / "harken.json").read_text()) == {
+        "trainer": "sft", "template": "prompt1", "max_audio_seconds": cfg.prompt.max_audio_seconds}
+    args = ["eval", "run", "--benchmark", "jsonl", "--data", str(synth_dir / "test.jsonl"), "--model", str(final),
+            "--limit", "2", "--max-new-tokens", "3"]
+    assert main(args + ["--out", str(tmp_path / "same")]) == 0
+    assert json.loads((tmp_path / "same" / "results.json").read_text())["run"]["template"] == "prompt1"
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert main(args + ["--out", str(tmp_path / "other"), "--template", "prompt2"]) == 0
+    assert json.loads((tmp_path / "other" / "results.json").read_text())["run"]["template"] == "prompt2"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("differs from the template the model was trained on (prompt1)" in w for w in warnings)
+
+
+def test_eval_run_without_training_settings_uses_prompt2(tmp_path, synth_dir, tiny_dirs):
+    out = tmp_path / "eval"
+    assert main(["eval", "run", "--benchmark", "jsonl", "--data", str(synth_dir / "test.jsonl"),
+                 "--model", str(tiny_dirs["qwen2-audio"]), "--out", str(out), "--limit", "1",
+                 "--max-new-tokens", "2"]) == 0
+    assert json.loads((out / "results.json").read_text())["run"]["template"] == "prompt2"

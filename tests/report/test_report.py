@@ -185,3 +185,61 @@ def test_metric_series_skips_nulls_and_text():
                                {"step": 2, "a": float("nan"), "b": 2}])
     assert set(series) == {"a", "b"}
     assert series["a"].steps == [1.0] and series["b"].values == [2.0]
+
+
+def test_sft_titles_name_only_what_sft_logs():
+    from harken.report.charts import plot_run
+
+    series = rp.metric_series(sft_rows())
+    panels, _ = rp.plan_panels(list(series))
+    titles = {panel.name: panel.title_for(keys) for panel, keys in panels}
+    assert titles["accuracy"] == "accuracy (val: greedy answers, held-out; token_accuracy: next target token, training)"
+    assert "reward" not in titles["accuracy"]
+    grpo = {p.name: p.title_for(k) for p, k in rp.plan_panels(list(rp.metric_series(grpo_rows())))[0]}
+    assert "reward/accuracy: sampled completions, training" in grpo["accuracy"]
+    assert "token_accuracy" not in grpo["accuracy"]
+
+
+def test_charts_link_to_full_size_and_the_grid_spans_the_page(tmp_path):
+    page = rp.run_report(write_run(tmp_path / "run", "grpo", grpo_rows()))
+    html = page.read_text(encoding="utf-8")
+    for name in ("reward.png", "more.png"):
+        assert f'<a href="plots/{name}"><img src="plots/{name}"' in html
+    assert '<figure class="wide"><a href="plots/more.png">' in html
+    assert html.count('class="wide"') == 1
+    assert "learned nothing" not in html
+
+
+def test_legend_is_below_the_lines(tmp_path):
+    """The legend box sits under the axes, never over the plotted area."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from harken.report.charts import _draw
+    from harken.report.plotting import figure
+
+    series = rp.metric_series(grpo_rows())
+    fig = figure(6.4, 4.0)
+    ax = fig.subplots()
+    _draw(ax, series, ["reward/total", "reward/accuracy", "reward/format"])
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    axes = ax.get_window_extent()
+    assert legend.y1 < axes.y0
+
+
+@pytest.mark.parametrize("change,phrase", [
+    ({"reward/std_in_group": 0.0}, "equal rewards on all 40 logged steps"),
+    ({"grad_norm": 0.0}, "gradient norm was 0 on all 40 logged steps"),
+])
+def test_a_run_that_learned_nothing_is_flagged(tmp_path, change, phrase):
+    rows = [{**r, **change} if "grad_norm" in r else r for r in grpo_rows()]
+    page = rp.run_report(write_run(tmp_path / "run", "grpo", rows))
+    html = page.read_text(encoding="utf-8")
+    assert '<p class="warning"><b>This run learned nothing:</b>' in html and phrase in html
+
+
+def test_one_step_with_signal_is_not_flagged():
+    rows = [{**r, "reward/std_in_group": 0.0} if "grad_norm" in r else r for r in grpo_rows()]
+    rows[5]["reward/std_in_group"] = 0.1
+    assert rp.learned_nothing(rp.metric_series(rows)) is None
