@@ -12,7 +12,7 @@ rule (`harken.data.readers.video_to_audio`), split and stats (`harken.data.split
 makes the clips and so validates the annotations itself: it needs `video_name` on every item and
 ignores any `audio_path`.)
 
-Output of `harken data avqa --out OUT` (reference.md section 2):
+Output of `harken data avqa --out OUT` (the layout the published AVQA training recipe reads):
 
     OUT/audio/<video_name>.wav   one clip per video, shared by every question about it
     OUT/train.jsonl              canonical `Example` lines (name set by --name)
