@@ -6,12 +6,19 @@ resolved config beside a run. Parsing and merging are OmegaConf's; this module o
 preset lookup, preset inheritance (`inherit: NAME` at the top of a YAML file) and the
 user-facing error messages. The schemas themselves live next to what they configure
 (`harken.schema`).
+
+Presets are read as files too (`harken presets`, `--print-config`): a preset's purpose is its
+first comment line (`preset_purpose`), its comments belong to the key on their line (or the key
+below a comment line), and `commented_yaml` writes them beside the same keys of a resolved config.
+The comment of a key that an inheriting preset sets again without a comment is dropped: it
+described the parent's value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -33,6 +40,11 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def preset_label(path: Path) -> str:
+    """A shipped preset's name, or the path of any other YAML file."""
+    return path.stem if path.parent.resolve() == PRESET_DIR.resolve() else str(path)
+
+
 def resolve_preset(name_or_path: str) -> Path:
     """A preset name (`tiny`, `r1aqa`) or a path to a YAML file."""
     p = Path(name_or_path)
@@ -46,14 +58,138 @@ def resolve_preset(name_or_path: str) -> Path:
     return shipped
 
 
-def _load_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Any]:
-    """Load a preset and the presets it inherits from, base first."""
+def _load_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, Any]]:
+    """Load a preset and the presets it inherits from, base first: (file, its keys without `inherit`)."""
     if path in seen:
         raise ConfigError(f"preset inheritance loop: {' -> '.join(map(str, seen + (path,)))}")
-    node = OmegaConf.load(path)
+    import yaml
+
+    try:
+        node = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not a YAML mapping ({str(e).splitlines()[0]})") from None
+    if not OmegaConf.is_dict(node):
+        raise ConfigError(f"{path}: a preset is a YAML mapping of sections (model:, data:, ...)")
     parent = node.pop("inherit", None)
     chain = _load_yaml_chain(resolve_preset(str(parent)), seen + (path,)) if parent else []
-    return chain + [node]
+    return chain + [(path, node)]
+
+
+def preset_chain(name_or_path: str) -> list[Path]:
+    """The preset's file, then the files it inherits from (`inherit: NAME`), nearest first."""
+    return [path for path, _ in reversed(_load_yaml_chain(resolve_preset(name_or_path)))]
+
+
+def preset_sections(name_or_path: str) -> set[str]:
+    """The top-level keys (sections) the preset and what it inherits set."""
+    return {str(k) for _, node in _load_yaml_chain(resolve_preset(name_or_path)) for k in node}
+
+
+def preset_trainers(name_or_path: str, schemas: dict[str, type]) -> list[str]:
+    """The names in `schemas` (trainer -> config dataclass) whose fields include every section the
+    preset sets: a preset with a `rollout:` section is a GRPO preset, one with `train:` an SFT one."""
+    sections = preset_sections(name_or_path)
+    return [name for name, schema in schemas.items() if sections <= {f.name for f in dataclasses.fields(schema)}]
+
+
+def preset_purpose(path: Path) -> str:
+    """A preset's first comment line (its one-line purpose), or "" when it opens without one."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            return line.strip().lstrip("#").strip() if line.lstrip().startswith("#") else ""
+    return ""
+
+
+def preset_header(path: Path) -> list[str]:
+    """The comment lines a preset opens with, as written."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.lstrip().startswith("#"):
+            break
+        lines.append(line.rstrip())
+    return lines
+
+
+# A mapping key at the start of a line (after its indentation), not a list item.
+_KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][\w-]*):(.*)$")
+
+
+def _inline_comment(rest: str) -> str | None:
+    """The comment after a value (`value  # comment`), outside quotes; None if there is none."""
+    quote = None
+    for i, ch in enumerate(rest):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or rest[i - 1].isspace()):
+            return rest[i + 1:].strip()
+    return None
+
+
+def _dotted_keys(text: str):
+    """(line, dotted key or None) for each line of a block-style YAML mapping."""
+    stack: list[tuple[int, str]] = []
+    for line in text.splitlines():
+        m = _KEY_LINE.match(line)
+        if not m:
+            yield line, None
+            continue
+        indent = len(m.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m.group(2)))
+        yield line, ".".join(k for _, k in stack)
+
+
+def _key_comments(path: Path) -> dict[str, list[str]]:
+    """Dotted key -> the comment lines of that key in one preset file (empty: set without one):
+    comment lines just above it (below the opening block), then the comment on its line."""
+    out: dict[str, list[str]] = {}
+    above: list[str] = []
+    body = False
+    for line, key in _dotted_keys(path.read_text(encoding="utf-8")):
+        if key is None:
+            stripped = line.strip()
+            if body and stripped.startswith("#"):
+                above.append(stripped.lstrip("#").strip())
+            elif stripped and not stripped.startswith("#"):
+                body, above = True, []
+            continue
+        body = True
+        inline = _inline_comment(_KEY_LINE.match(line).group(3))
+        out[key] = above + ([inline] if inline else [])
+        above = []
+    return out
+
+
+def chain_comments(name_or_path: str) -> dict[str, list[str]]:
+    """Dotted key -> its comment lines across the preset and what it inherits; the file that sets a
+    key last decides (no comment there: none, as the parent's described another value)."""
+    comments: dict[str, list[str]] = {}
+    for path, _ in _load_yaml_chain(resolve_preset(name_or_path)):
+        comments.update(_key_comments(path))
+    comments.pop("inherit", None)
+    return comments
+
+
+def commented_yaml(text: str, comments: dict[str, list[str]], marks: dict[str, str] | None = None) -> str:
+    """Block YAML `text` with `comments` (dotted key -> lines) beside their keys; a key in `marks`
+    (dotted key -> a note, e.g. where an override came from) gets that note instead."""
+    marks = marks or {}
+    out = []
+    for line, key in _dotted_keys(text):
+        # A key set on the command line no longer has the preset's value its comment describes.
+        notes = [marks[key]] if key in marks else [c for c in comments.get(key, []) if c] if key else []
+        out.append(f"{line}  # {'; '.join(notes)}" if notes else line)
+    return "\n".join(out) + "\n"
+
+
+def preset_yaml(name_or_path: str) -> str:
+    """What a preset and the presets it inherits set, merged, with each key's comment."""
+    chain = _load_yaml_chain(resolve_preset(name_or_path))
+    merged = OmegaConf.merge(*[node for _, node in chain])
+    return commented_yaml(OmegaConf.to_yaml(merged), chain_comments(name_or_path))
 
 
 def _valid_keys(schema: Any, dotted: str) -> list[str]:
@@ -82,7 +218,7 @@ def load_config(schema: type[T], preset: str | None = None, overrides: Sequence[
     layers = [OmegaConf.structured(schema)]
     sources = ["defaults"]
     if preset:
-        for node in _load_yaml_chain(resolve_preset(preset)):
+        for _, node in _load_yaml_chain(resolve_preset(preset)):
             layers.append(node)
             sources.append(str(preset))
     bad = [o for o in overrides if "=" not in o]

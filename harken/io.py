@@ -100,13 +100,27 @@ def _mkstemp(path: Path, suffix: str) -> tuple[int, str]:
     return fd, tmp
 
 
+def umask_permissions(folder: str | os.PathLike) -> None:
+    """Give every file under `folder` the permissions a plain open() would (the umask applied).
+
+    Some writers (safetensors through transformers' `save_pretrained`) create files with mode 0600
+    whatever the umask, so another user of a shared machine could not load the model.
+    """
+    mode = 0o666 & ~_umask()
+    for f in Path(folder).rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, mode)
+
+
 def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     """Rename a finished folder onto `final` (replacing an old one) after syncing its files and itself.
 
     A crash leaves either the old `final` or the new one, never part of one: the files are on disk
-    before the rename, and the rename is on disk (the parent synced) before this returns.
+    before the rename, and the rename is on disk (the parent synced) before this returns. Its files
+    get the umask's permissions (`umask_permissions`).
     """
     tmp, final = Path(tmp), Path(final)
+    umask_permissions(tmp)
     for f in tmp.rglob("*"):  # files and sub-folders
         _fsync_path(f)
     _fsync_path(tmp)

@@ -15,10 +15,25 @@ from harken.data.readers import DatasetConfig
 
 
 @dataclass
+class DataFilter:
+    """Train on chosen splits of a curation (harken.eval.curate, applied by harken.train.stream)."""
+
+    curation: str = ""  # the --out folder of `harken data curate` on this training set ("" = no filter)
+    keep: List[str] = field(default_factory=list)  # its splits to train on: text_answerable, zero_variance, strong_audio, weak_audio
+
+
+@dataclass
+class TrainDataConfig(DatasetConfig):
+    """The training set: a dataset, optionally filtered to splits of a curation."""
+
+    filter: DataFilter = field(default_factory=DataFilter)
+
+
+@dataclass
 class ModelConfig:
     """What to train (harken.models, harken.train.policy.prepare_model)."""
 
-    path: str = "tiny:qwen2-audio"  # checkpoint folder or hub id; "tiny:FAMILY" builds a toy model in memory
+    path: str = "tiny:qwen2-audio"  # checkpoint folder or hub id; "tiny:FAMILY" builds a toy model in memory, "tiny-warm:FAMILY" the toy after a cached supervised warm-up
     dtype: str = "auto"  # compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     master_weights: bool = True  # trained weights, gradients and AdamW state in fp32 whatever `dtype` computes in
     sharding: str = "none"  # none: a whole copy per process | fsdp: weights, gradients, optimizer state sharded (FSDP2)
@@ -59,6 +74,7 @@ class RolloutConfig:
     mask_truncated: bool = False  # exclude completions that hit max_new_tokens from the loss
     dynamic_sampling: bool = False  # drop groups with equal rewards and draw more prompts (DAPO)
     max_resample_rounds: int = 4  # extra draws per micro-step when dynamic_sampling is on
+    skip_zero_variance: bool = False  # skip a prompt whose group had equal rewards when last drawn (the epoch before); counted as groups/skipped_zero_variance
 
 
 @dataclass
@@ -99,6 +115,7 @@ class OptimConfig:
     warmup_steps: int = 0  # linear warm-up steps
     schedule: str = "linear"  # linear | cosine | constant (after warm-up)
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    on_nonfinite: str = "stop"  # NaN / infinite gradient norm: stop the run | skip (drop that step's update, count train/skipped_steps)
     grad_accum: int = 2  # micro-steps per optimizer step
 
 
@@ -110,7 +127,7 @@ class RunConfig:
     keep_last: int = 3  # checkpoints kept (0 = all); the newest is never removed
     resume: str = "auto"  # auto (last complete checkpoint if any) | never | path to a checkpoint
     resume_changed: str = "refuse"  # settings differing from the checkpoint's (RESUME_EXEMPT aside): refuse | warn | allow
-    log_every: int = 1  # metrics interval
+    log_every: int = 1  # metrics and progress-line interval in steps
     sample_every: int = 50  # write sample completions every N steps
     eval_every: int = 0  # validation interval (0 = off)
     eval_limit: int = 200  # validation items
@@ -121,13 +138,13 @@ class RunConfig:
     wandb: bool = False  # also log to Weights & Biases (needs `pip install wandb`)
     wandb_project: str = "harken"
     export_merged: bool = False  # LoRA: also write the merged model to out_dir/final-merged
-    progress: bool = True  # progress bar with ETA
+    progress: bool = True  # a progress bar on a terminal (false: plain progress lines there too)
 
 
 @dataclass
 class GRPOConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DatasetConfig = field(default_factory=lambda: DatasetConfig(path="synthetic:train"))
+    data: TrainDataConfig = field(default_factory=lambda: TrainDataConfig(path="synthetic:train"))
     val: DatasetConfig = field(default_factory=DatasetConfig)  # validation set (path "" = none)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -191,7 +208,7 @@ class SFTTrainConfig:
 @dataclass
 class SFTConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DatasetConfig = field(default_factory=lambda: DatasetConfig(path="synthetic:train"))
+    data: TrainDataConfig = field(default_factory=lambda: TrainDataConfig(path="synthetic:train"))
     val: DatasetConfig = field(default_factory=DatasetConfig)
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(template="prompt1"))
     train: SFTTrainConfig = field(default_factory=SFTTrainConfig)
@@ -212,10 +229,13 @@ def _validate_common(cfg) -> None:
     _validate_ranges(cfg)
     if cfg.optim.schedule not in ("linear", "cosine", "constant"):
         raise ConfigError("optim.schedule must be linear, cosine or constant")
+    if cfg.optim.on_nonfinite not in ("stop", "skip"):
+        raise ConfigError(f"optim.on_nonfinite={cfg.optim.on_nonfinite!r} is not one of: stop, skip")
     if cfg.prompt.long_clip_policy not in ("truncate", "error", "keep"):
         raise ConfigError("prompt.long_clip_policy must be truncate, error or keep")
     if not cfg.data.path:
         raise ConfigError("data.path is required (a dataset file, or synthetic:train)")
+    _validate_filter(cfg.data.filter)
     if cfg.model.sharding not in ("none", "fsdp"):
         raise ConfigError(f"model.sharding={cfg.model.sharding!r} is not one of: none, fsdp")
     if cfg.model.dtype not in ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
@@ -226,6 +246,17 @@ def _validate_common(cfg) -> None:
             "needs the whole model in one process); export the adapter and merge it after training, or train "
             "with model.sharding=none"
         )
+
+
+def _validate_filter(f: DataFilter) -> None:
+    from harken.eval.curate import SPLITS
+
+    if bool(f.curation) != bool(f.keep):
+        raise ConfigError("data.filter needs both data.filter.curation (a `harken data curate` folder) and "
+                          "data.filter.keep (the splits to train on), or neither")
+    unknown = [s for s in f.keep if s not in SPLITS]
+    if unknown:
+        raise ConfigError(f"data.filter.keep: {', '.join(unknown)} is not a split; the splits are: {', '.join(SPLITS)}")
 
 
 # --- ranges: every count, size, rate and probability, the key named -------------------------------
@@ -281,4 +312,5 @@ RESUME_EXEMPT = (
     "run.eval_every", "run.eval_limit", "run.eval_batch_size", "run.eval_max_new_tokens", "train.eval_before",  # validation
     "val.",  # the validation set (every val.* key): what is measured, not what is trained
     "run.export_merged",  # what the end of the run writes
+    "optim.on_nonfinite",  # what a later non-finite step does: a run stopped by one can resume skipping
 )

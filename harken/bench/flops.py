@@ -17,12 +17,13 @@ sampling and the optimizer are left out, as is the 1-2 % of biases):
     frames whose attention stays inside the chunk):
         convs       2*3*M*d*F + 2*3*d*d*F/2                   (M mel bins, d = d_model)
         layers      L_e * (2*S*(4*d*d + 2*d*f_e) + 4*d*sum over attention blocks of s^2)
-        projector   2 * d * h per audio token (Omni: 2 * d * output_dim)
+        projector   2 * d * h per audio token (Omni: 2 * d * output_dim; Voxtral, 4 frames per
+                    token through two layers: 2 * (f_e*h + h*h) with f_e = 4*d, 375 tokens per 30 s)
     backward = 2 x forward for every module that trains (x3 for forward + backward), less the
     input gradient of the first module on the audio path, which nothing needs (conv1 when the
-    encoder trains, Qwen2-Audio's projector when it is frozen).
+    encoder trains, Qwen2-Audio's projector, or the first layer of Voxtral's, when it is frozen).
     Without the attention terms this count equals torch's FlopCounterMode exactly for all
-    three phases, both paths and both families (tests/bench/test_bench.py checks it).
+    three phases and both paths, for Qwen2-Audio, Qwen2.5-Omni and Voxtral (tests/bench/test_bench.py).
     Per phase, P = padded prompt width, T completion tokens:
         generation  encoder + prompt (B rows shared, N naive) + lm_head(N) + (T-1) decode steps
                     of N rows (step t attends to P+t+1 keys) + lm_head(N) each;
@@ -43,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harken.models.families import Family, audio_tokens_for_frames
+from harken.models.families import Family, audio_tokens_for_frames, voxtral_audio_tokens
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,14 @@ class Arch:
     def encoder(self, valid_frames: list[int], attention: bool = True) -> dict[str, float]:
         """Forward FLOPs of the audio encoder for clips of these valid mel frames, in three parts:
         "conv1" (its input gradient is never needed), "tower" (the rest of the encoder) and
-        "projector" (Qwen2-Audio's projector, which trains even with a frozen encoder; the Omni
-        projection is inside the tower)."""
-        parts = {"conv1": 0.0, "tower": 0.0, "projector": 0.0}
-        clip = self._omni_clip if self.family == "qwen2.5-omni" else self._qwen2_audio_clip
+        "projector" (Qwen2-Audio's and Voxtral's projector, which trains even with a frozen encoder;
+        the Omni projection is inside the tower); and "projector_input_grad", the projector's first
+        layer, whose input gradient nothing needs when the encoder is frozen."""
+        parts = {"conv1": 0.0, "tower": 0.0, "projector": 0.0, "projector_input_grad": 0.0}
+        clip = {"qwen2.5-omni": self._omni_clip, "voxtral": self._voxtral_clip}.get(self.family, self._qwen2_audio_clip)
+        count = voxtral_audio_tokens if self.family == "voxtral" else audio_tokens_for_frames
         for n in valid_frames:
-            for key, value in clip(n, int(audio_tokens_for_frames(n)), attention).items():
+            for key, value in clip(n, int(count(n)), attention).items():
                 parts[key] += value
         return parts
 
@@ -136,8 +139,15 @@ class Arch:
         d, s = self.enc_d, self.enc_positions
         tower = 2.0 * 3 * d * d * s
         tower += self.enc_layers * (2.0 * s * self._enc_layer_linear + 4.0 * d * s * s * attention)
-        return {"conv1": 2.0 * 3 * self.mel_bins * d * 2 * s, "tower": tower,
-                "projector": 2.0 * d * self.hidden * tokens}
+        proj = 2.0 * d * self.hidden * tokens
+        return {"conv1": 2.0 * 3 * self.mel_bins * d * 2 * s, "tower": tower, "projector": proj,
+                "projector_input_grad": proj}
+
+    def _voxtral_clip(self, n: int, tokens: int, attention: bool) -> dict[str, float]:
+        """Qwen2-Audio's full-window encoder; a two-layer projector on 4 frames per token."""
+        first = 2.0 * self.enc_ffn * self.hidden * tokens  # enc_ffn = 4 * d_model, the projector's input
+        return {**self._qwen2_audio_clip(n, tokens, attention),
+                "projector": first + 2.0 * self.hidden * self.hidden * tokens, "projector_input_grad": first}
 
 
 def step_flops(
@@ -172,8 +182,8 @@ def step_flops(
     else:
         ref = enc_loss + arch.text(n, p + t, 0, attention) + arch.head(n * t)
     # Backward = 2 x forward, less the input gradient of the first module on the audio path
-    # (conv1 when the encoder trains, the projector when it is frozen): nothing upstream needs it.
-    policy = 3.0 * ref - (proj if freeze_encoder else conv1) * copies
+    # (conv1 when the encoder trains, the projector's first layer when it is frozen): nothing upstream needs it.
+    policy = 3.0 * ref - (enc["projector_input_grad"] if freeze_encoder else conv1) * copies
     return {"generation": gen, "reference": ref, "policy": policy, "step": gen + ref + policy}
 
 

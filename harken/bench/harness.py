@@ -48,7 +48,6 @@ import logging
 import math
 import os
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -70,6 +69,7 @@ from harken.bench.workload import (
     run_reference,
     setup,
 )
+from harken.progress import Progress, quiet_library_bars
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +192,6 @@ class _Timings:
     mean_diffs: list[float] = field(default_factory=list)
 
 
-def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr)
-
-
 def _before_timing(w: Workload, both: bool, check: dict[str, Any]) -> dict[str, float]:
     """Untimed checks: (both paths) identical sampled tokens and gradients, recorded in `check`;
     the memory of one policy pass per path, returned as path -> MB."""
@@ -218,24 +212,22 @@ def _timed_repetitions(w: Workload, both: bool) -> _Timings:
     """Warm-up then timed steps, the paths interleaved; the log-probs of the paths compared."""
     cfg = w.cfg
     out = _Timings({p: {ph: [] for ph in PHASES} for p in cfg.paths}, {p: {} for p in cfg.paths})
-    bar = _progress((cfg.warmup + cfg.reps) * len(cfg.paths), "bench")
-    for rep in range(cfg.warmup + cfg.reps):
-        results = {}
-        for path in cfg.paths:
-            bar.set_postfix(path=path, rep=rep - cfg.warmup if rep >= cfg.warmup else "warm-up")
-            results[path] = res = timed_step(w, path == "shared", cfg.seed + 1000 + rep)
-            bar.update(1)
-            if rep >= cfg.warmup:
-                for ph, v in res.times.items():
-                    out.times[path][ph].append(v)
-                for ph, v in res.peak_mb.items():
-                    out.peaks[path].setdefault(ph, []).append(v)
-        if both:
-            for attr in ("ref_logprobs", "policy_logprobs"):
-                diff = (getattr(results["shared"], attr) - getattr(results["naive"], attr)).abs()
-                out.max_diff = max(out.max_diff, float(diff.max()))
-                out.mean_diffs.append(float(diff.mean()))
-    bar.close()
+    with Progress((cfg.warmup + cfg.reps) * len(cfg.paths), "bench", "step", leave=False) as bar:
+        for rep in range(cfg.warmup + cfg.reps):
+            results = {}
+            for path in cfg.paths:
+                results[path] = res = timed_step(w, path == "shared", cfg.seed + 1000 + rep)
+                bar.update(1, {"path": path, "rep": str(rep - cfg.warmup) if rep >= cfg.warmup else "warm-up"})
+                if rep >= cfg.warmup:
+                    for ph, v in res.times.items():
+                        out.times[path][ph].append(v)
+                    for ph, v in res.peak_mb.items():
+                        out.peaks[path].setdefault(ph, []).append(v)
+            if both:
+                for attr in ("ref_logprobs", "policy_logprobs"):
+                    diff = (getattr(results["shared"], attr) - getattr(results["naive"], attr)).abs()
+                    out.max_diff = max(out.max_diff, float(diff.max()))
+                    out.mean_diffs.append(float(diff.mean()))
     return out
 
 
@@ -319,6 +311,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     device = torch.device(cfg.device)
     started = _dt.datetime.now(_dt.timezone.utc)
     load_before = loadavg()
+    quiet_library_bars()
     t0 = time.perf_counter()
     w = setup(cfg)
     build_s = time.perf_counter() - t0

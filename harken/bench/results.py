@@ -106,8 +106,13 @@ def _noise_line(noise: dict[str, Any]) -> str:
     )
 
 
+def _generation_share_line(res: dict[str, Any]) -> str:
+    shares = [f"{100 * d['generation_s'] / d['step_s']:.0f} % of the {p} step" for p, d in res["paths"].items()]
+    return "Generation: " + ", ".join(shares) + "."
+
+
 def format_markdown(res: dict[str, Any]) -> str:
-    out = _header(res) + ["", format_table(res), ""]
+    out = _header(res) + ["", format_table(res), "", _generation_share_line(res)]
     if res.get("check"):
         out.append(_check_line(res["check"]))
     out.append(_noise_line(res["noise"]))

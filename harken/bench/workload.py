@@ -11,7 +11,7 @@ Does not own: timing and checking them (`harken.bench.harness`), the paths thems
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -76,6 +76,7 @@ def _load_path(path: str, dtype: torch.dtype, device: str, seed: int) -> AudioLM
     if config.model_type == "qwen2_5_omni":
         config = config.thinker_config
     family = family_for_config(config)
+    family.check_installed()
     log.info("%s has no weights: building %s with random weights from its config", path, family.name)
     torch.manual_seed(seed)
     model = model_from_config(config, family, device, dtype)
@@ -113,8 +114,9 @@ class _NoStopLM(AudioLM):
         return [-1]  # no token has this id
 
 
-def _no_stop(lm: AudioLM) -> AudioLM:
-    return _NoStopLM(lm.model, lm.tokenizer, lm.feature_extractor, lm.family, lm.path)
+def no_stop(lm: AudioLM) -> AudioLM:
+    """`lm` (the same model and settings) with an end-of-turn check that never fires."""
+    return _NoStopLM(**{f.name: getattr(lm, f.name) for f in fields(lm)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ def setup(cfg: BenchConfig) -> Workload:
     mask = torch.ones(n, cfg.completion_tokens, dtype=torch.bool, device=device)
     # Learning rate 0: all of AdamW's arithmetic, weights unchanged (see harken.bench.harness).
     optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=0.01, fused=device.type == "cuda")
-    w = Workload(lm, _no_stop(lm), batch, torch.empty(0), advantages, mask, params, optimizer, cfg, device)
+    w = Workload(lm, no_stop(lm), batch, torch.empty(0), advantages, mask, params, optimizer, cfg, device)
     # The completions every loss pass scores: sampled from the model once, exactly T tokens each.
     w.completion_ids, _ = run_generation(w, True, cfg.seed + 12345)
     return w

@@ -1,24 +1,44 @@
 """The `harken` command line: the only place with argparse, one module per command group.
 
 Owns: the top-level parser and dispatch, and turning user errors into one-line messages. Each
-command module (`harken.cli.data`, `model`, `train`, `eval`, `bench`, `demo`, `report`) exposes
+command module (`harken.cli.data`, `model`, `train`, `eval`, `presets`, `plan`, `bench`, `demo`,
+`report`) exposes
 `register(top, groups)`, where `top` is the top-level sub-parser action and `groups` maps a group
 name (`data`, `model`, `train`, `eval`) to that group's sub-parser action; it adds parsers whose
 default `func(args) -> int | None` runs the command. Command modules import the library lazily,
-inside each command, so `harken --help` stays fast.
+inside each command, so `import harken.cli` does not load torch. Every parser is a
+`harken.cli.parser.Parser`: the same help layout everywhere and the global options (`-v`) before or
+after any command name.
+
+The vocabulary every command shares: `--data DATA` (a dataset: a JSON / JSON-lines file or a
+table), `--format` (its layout, as `data.format` in a training config), `--benchmark` (the
+benchmark names of `eval run`: the shipped MMAU test-mini files, or mmau / mmar / jsonl for a
+`--data` file in that layout), `--audio-root DIR`, `--field NAME=KEY`, `--out DIR` (the folder a
+command writes; `harken train`: run.out_dir), `--config PRESET` (`harken presets`); metavars name
+the kind of value: DIR a folder, FILE a file, DATA a dataset, MODEL a checkpoint, PRESET a preset,
+N a count. The shared options are added by `harken.cli.data` (`add_data_option`, ...).
+
+Exit codes: `EXIT_CODES`, printed by `harken --help`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import sys
 
 from harken import __version__
-from harken.cli import bench, data, demo, eval, model, plan, report, train
+from harken.cli import bench, data, demo, eval, model, plan, presets, report, train
+from harken.cli.parser import GLOBAL_OPTIONS_HELP, Parser
 
 # The command modules, in the order their commands are listed by `harken --help`.
-COMMAND_MODULES = (model, data, eval, train, plan, bench, demo, report)
+COMMAND_MODULES = (model, data, eval, train, presets, plan, bench, demo, report)
+
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 the command met a problem in the data or the files (bad items, a failed check, "
+    "a full disk); 2 it could not start (a bad option or config, a file or folder that does not exist); "
+    "130 `eval run` interrupted (the same command continues it)."
+)
 
 GROUPS = {
     "data": "prepare, inspect and validate datasets",
@@ -28,14 +48,18 @@ GROUPS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harken", description="Reinforcement-learning post-training and evaluation of audio-language models.")
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="harken", global_default=False,
+        description="Reinforcement-learning post-training and evaluation of audio-language models.",
+        epilog=f"`harken COMMAND --help` describes a command. {GLOBAL_OPTIONS_HELP}\n\n{EXIT_CODES}",
+    )
     parser.add_argument("--version", action="version", version=f"harken {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups = {}
     for name, help_text in GROUPS.items():
-        gp = top.add_parser(name, help=help_text, description=help_text)
+        gp = top.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+                            epilog=f"`harken {name} SUBCOMMAND --help` describes a sub-command.")
         groups[name] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         gp.set_defaults(func=lambda a, _gp=gp: (_gp.print_help(), 2)[1])
     for module in COMMAND_MODULES:
@@ -60,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except ConfigError as e:
-        print(f"harken: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every process of a launch reads the same config: say it once
+            print(f"harken: error: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
         print(f"harken: error: {describe_os_error(e) if e.filename is not None else e}", file=sys.stderr)

@@ -13,6 +13,14 @@ import logging
 import sys
 
 
+DESCRIPTION = (
+    "What sharing each group's prompt saves in a GRPO step, measured in one process: the same step "
+    "(generation, reference and policy passes, backward, optimizer) timed along the shared-prefix path and "
+    "the naive one, interleaved; their log-probs and gradients compared; the results written to "
+    "bench.json and bench.md in the --out folder. Exit 1 when the paths disagree beyond the tolerance (speed-ups are "
+    "then withheld)."
+)
+
 def _paths_arg(text: str) -> tuple[str, ...]:
     from harken.bench.workload import PATHS
 
@@ -24,32 +32,35 @@ def _paths_arg(text: str) -> tuple[str, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from harken.bench.workload import PATHS
     from harken.models.families import FAMILIES
     from harken.models.toy import SIZES
 
     which = p.add_mutually_exclusive_group()
     which.add_argument("--size", choices=[*SIZES, "7b"], default="small",
                        help="named random-weight model (7b: Qwen2-Audio-7B at full size, CUDA only)")
-    which.add_argument("--model", help="checkpoint folder (a folder with only a config gets random weights)")
-    p.add_argument("--family", default="qwen2-audio", choices=sorted(FAMILIES))
-    p.add_argument("--clip-seconds", type=float, default=10.0)
-    p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--completion-tokens", type=int, default=32)
-    p.add_argument("--prompts", type=int, default=1)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--paths", type=_paths_arg, default=PATHS, help="comma-separated: shared,naive")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default="cpu")
+    which.add_argument("--model", metavar="MODEL",
+                       help="checkpoint folder instead of --size (a folder with only a config gets random weights)")
+    p.add_argument("--family", default="qwen2-audio", choices=sorted(FAMILIES), help="architecture of a --size model")
+    p.add_argument("--clip-seconds", type=float, default=10.0, metavar="SECONDS", help="length of each prompt's clip")
+    p.add_argument("--group-size", type=int, default=8, metavar="N", help="completions per prompt (G)")
+    p.add_argument("--completion-tokens", type=int, default=32, metavar="N", help="tokens per completion")
+    p.add_argument("--prompts", type=int, default=1, metavar="N", help="prompts per step")
+    p.add_argument("--reps", type=int, default=3, metavar="N", help="timed repetitions per path (medians reported)")
+    p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed repetitions before the timed ones")
+    p.add_argument("--paths", type=_paths_arg, default="shared,naive", metavar="LIST",
+                   help="comma-separated paths to time: shared, naive")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="compute dtype")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--freeze-encoder", action="store_true", help="freeze the audio encoder and reuse its output")
-    p.add_argument("--micro-batch", type=int, default=None, help="completion rows per forward in the loss passes")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--matmul-size", type=int, default=None,
+    p.add_argument("--micro-batch", type=int, default=None, metavar="N",
+                   help="completion rows per forward in the loss passes (default: all rows at once)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--matmul-size", type=int, default=None, metavar="N",
                    help="side of the square matrix product timed as the reference rate (default 2048 CPU, 8192 CUDA)")
-    p.add_argument("--tolerance", type=float, default=None, help="max |log-prob difference| between the paths")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    p.add_argument("--tolerance", type=float, default=None, metavar="X",
+                   help="max |log-prob difference| between the paths (default: per dtype)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for bench.json and bench.md")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -87,7 +98,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def register(top, groups) -> None:
     p = top.add_parser("bench", help="time a GRPO step with and without prompt sharing",
-                       description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION)
     add_arguments(p)
     p.set_defaults(func=_cmd_bench)
 
@@ -95,7 +106,9 @@ def register(top, groups) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python3 -m harken.bench ...`: the same command without importing every harken command
     (for machines that only have torch, transformers and numpy, like the GPU image)."""
-    parser = argparse.ArgumentParser(prog="harken bench", description=__doc__.splitlines()[0])
+    from harken.cli.parser import Parser
+
+    parser = Parser(prog="harken bench", description=DESCRIPTION, global_default=False)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     return _cmd_bench(parser.parse_args(argv))

@@ -21,17 +21,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                 quiet[h] = h.level
                 h.setLevel(logging.WARNING)
-    from transformers.utils import logging as hf_logging
+    from harken.progress import no_library_bars
 
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # transformers' "Loading weights" bars, one per model load
     try:
-        run_demo(args.out, quick=args.quick, seed=args.seed, threads=args.threads)
+        with no_library_bars():  # transformers' "Loading weights" bars, one per model load
+            run_demo(args.out, quick=args.quick, seed=args.seed, threads=args.threads)
     finally:
         for h, level in quiet.items():
             h.setLevel(level)
-        if bars:
-            hf_logging.enable_progress_bar()
     return 0
 
 
@@ -45,10 +42,10 @@ def register(top, groups) -> None:
             "same questions, evaluate all three, and write a report (tables, charts, index.html)."
         ),
     )
-    p.add_argument("--out", default="runs/demo", metavar="DIR", help="demo folder (default: runs/demo)")
+    p.add_argument("--out", default="runs/demo", metavar="DIR", help="demo folder")
     p.add_argument("--quick", action="store_true", help="tiny sizes: every stage runs in about a minute, nothing learns")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, model, data order and sampling (default: 0)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the toy gains nothing from more, and on 2 busy cores a second "
+    p.add_argument("--seed", type=int, default=0, help="seed of data, model, data order and sampling")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads (the toy gains nothing from more, and on 2 busy cores a second "
                         "thread made steps ~3x slower; 0 = torch's default)")
     p.set_defaults(func=_cmd_demo)

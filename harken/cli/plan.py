@@ -27,17 +27,12 @@ def _positive(kind):
 
 
 def _load(preset: str, overrides: list[str]):
-    """The run's config: GRPO, or SFT when the preset only reads as SFT."""
-    from harken.config import ConfigError, load_config
-    from harken.schema import GRPOConfig, SFTConfig
+    """The run's config: SFT for an SFT preset, GRPO otherwise (`harken.cli.presets.preset_trainer`)."""
+    from harken.cli.presets import TRAINER_TITLES, preset_trainer, trainer_schemas
+    from harken.config import load_config
 
-    try:
-        return load_config(GRPOConfig, preset, overrides), "GRPO"
-    except ConfigError as grpo_error:
-        try:
-            return load_config(SFTConfig, preset, overrides), "SFT"
-        except ConfigError:
-            raise grpo_error from None
+    trainer = preset_trainer(preset) or "grpo"  # neither: GRPO's error names the unknown key
+    return load_config(trainer_schemas()[trainer], preset, overrides), TRAINER_TITLES[trainer]
 
 
 def _cmd_plan(args) -> int:
@@ -90,16 +85,20 @@ def _cmd_plan(args) -> int:
 
 
 def register(top, groups) -> None:
-    from harken.config import list_presets
+    from harken.cli.presets import preset_names
 
     text = "per-GPU memory of a training run, part by part, without and with FSDP sharding"
-    p = top.add_parser("plan", help=text, description=text)
-    p.add_argument("--config", default="r1aqa",
-                   help=f"preset name ({', '.join(list_presets())}) or a YAML path (default: r1aqa)")
-    p.add_argument("--gpus", type=_positive(int), default=8, help="number of GPUs (processes) (default: 8)")
-    p.add_argument("--gpu-memory-gb", type=_positive(float), default=80.0,
-                   help="memory of one GPU, as marketed (80 for an H100, 141 for an H200; read as GiB) (default: 80)")
-    p.add_argument("--text-tokens", type=_positive(int), default=None,
+    p = top.add_parser(
+        "plan", help=text,
+        description=text[0].upper() + text[1:] + ", from the model's config (no weights are loaded). Takes "
+        "the presets and key=value overrides of `harken train`; an SFT preset plans an SFT run.",
+    )
+    p.add_argument("--config", default="r1aqa", metavar="PRESET",
+                   help=f"a preset ({', '.join(preset_names())}) or a YAML path")
+    p.add_argument("--gpus", type=_positive(int), default=8, metavar="N", help="number of GPUs (processes)")
+    p.add_argument("--gpu-memory-gb", type=_positive(float), default=80.0, metavar="GB",
+                   help="memory of one GPU, as marketed (80 for an H100, 141 for an H200; read as GiB)")
+    p.add_argument("--text-tokens", type=_positive(int), default=None, metavar="N",
                    help="text tokens of a prompt besides its audio (default: 100)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (bytes per part and phase)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. rollout.micro_batch=4")

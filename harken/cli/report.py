@@ -27,11 +27,11 @@ def register(top, groups) -> None:
         help="charts and an HTML page for a training run or a demo folder",
         description=(
             "Regenerate the charts (reward, accuracy, KL, completion length, loss, learning rate, ... "
-            "whatever the run logged) and a page that opens from disk. RUN_DIR is a training run folder "
-            "(holds metrics.jsonl; output in RUN_DIR/report/) or a `harken demo` folder (holds demo.json; "
+            "whatever the run logged) and a page that opens from disk. DIR is a training run folder "
+            "(holds metrics.jsonl; the page goes to DIR/report/) or a `harken demo` folder (holds demo.json; "
             "its report is rewritten in place)."
         ),
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="training run folder or demo folder")
+    p.add_argument("run_dir", metavar="DIR", help="training run folder or demo folder")
     p.add_argument("--out", default=None, metavar="DIR", help="write the page and charts here instead")
     p.set_defaults(func=_cmd_report)

@@ -251,11 +251,10 @@ def default_workers() -> int:
 
 def _run_jobs(jobs: list[tuple[str, str, str, int]], workers: int, progress: bool) -> dict[str, dict[str, Any]]:
     """Run extract_clip over (clip, video, wav, rate) jobs; results by clip key."""
-    from tqdm import tqdm
+    from harken.progress import Progress
 
     results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(jobs), desc="audio clips", unit="clip", disable=not progress, file=sys.stderr)
-    try:
+    with Progress(len(jobs), "audio clips", "clip", bar=progress) as bar:
         if workers <= 1 or len(jobs) <= 1:
             for clip, video, wav, sr in jobs:
                 results[clip] = extract_clip(video, wav, sr)
@@ -272,8 +271,6 @@ def _run_jobs(jobs: list[tuple[str, str, str, int]], workers: int, progress: boo
                 except BaseException:
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
-    finally:
-        bar.close()
     return results
 
 
@@ -296,7 +293,7 @@ def prepare_avqa(
         workers: extraction processes (default min(4, CPUs)); 1 runs in this process.
         sampling_rate: clip rate in Hz.
         name: stem of the dataset file (`OUT/<name>.jsonl`).
-        progress: show a progress bar on stderr.
+        progress: a progress bar on a terminal (False: plain progress lines there too, as elsewhere).
 
     Returns:
         The summary written to info.json["counts"] plus file paths: questions (total, written,

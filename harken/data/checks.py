@@ -3,7 +3,9 @@
 Owns: the problem kinds (`PROBLEM_KINDS`), the exception a failed check raises (`ItemProblem`),
 the field checks shared by every reader (`require_field`, `text_field`, `choices_field`,
 `answer_field`), and the per-file report of bad items (`BadItem`, `BadItemReport`): counts per
-kind and the first few offenders, with where they are (file, line or list position, id).
+kind and the first few offenders, with where they are (file, line or list position, id), written
+either with the file's path on each line (`summary`, for logs) or under one heading with clip
+paths relative to the audio root (`listing`, for `harken data validate`).
 
 Does not own: reading files or mapping a format's fields (`harken.data.readers`), decoding clips
 (`harken.data.audio`, whose `AudioError.kind` names the audio problem kinds listed here).
@@ -11,6 +13,8 @@ Does not own: reading files or mapping a format's fields (`harken.data.readers`)
 
 from __future__ import annotations
 
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +34,9 @@ PROBLEM_KINDS = (
     "empty_audio",  # clip with no samples (only with check_audio)
     "nonfinite_audio",  # clip with NaN or infinite samples (only with check_audio)
 )
+
+# The problem kinds of a bad clip (`harken.data.audio.AudioError.kind`).
+AUDIO_KINDS = ("missing_audio", "corrupt_audio", "empty_audio", "nonfinite_audio")
 
 
 class ItemProblem(Exception):
@@ -111,6 +118,15 @@ def answer_field(value: Any, choices: list[str], key: str, allow_index: bool) ->
 # ---------------------------------------------------------------------------------------------
 
 
+def _under_root(message: str, root: str) -> str:
+    """`message` with each path that starts with `root` (at the start of the message or after a
+    space, quote, bracket or colon) written relative to it; readers join clip paths with normpath."""
+    prefix = os.path.join(os.path.normpath(root), "")
+    if prefix in (os.curdir + os.sep, os.sep):
+        return message
+    return re.sub(r"(?<![^\s'\"(:])" + re.escape(prefix), "", message)
+
+
 @dataclass
 class BadItem:
     """One item that failed a check."""
@@ -128,6 +144,12 @@ class BadItem:
 
     def describe(self) -> str:
         return f"{self.where()}: {self.message}"
+
+    def describe_in_file(self, audio_root: str | None = None) -> str:
+        """`describe` without the file ("line 4 (id 'x'): ..."), paths under `audio_root` relative to it."""
+        loc = f"line {self.line}" if self.line is not None else f"item [{self.index}]"
+        who = f"{loc} (id {self.item_id!r})" if self.item_id is not None else loc
+        return f"{who}: {_under_root(self.message, audio_root) if audio_root is not None else self.message}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,12 +187,16 @@ class BadItemReport:
         if len(self.offenders) < self.max_offenders:
             self.offenders.append(item)
 
-    def summary_line(self) -> str:
-        """e.g. "data.jsonl: 340 items, 338 ok, 2 bad (duplicate_id 1, missing_audio 1)"."""
-        line = f"{self.file}: {self.items} items, {self.ok} ok, {self.bad} bad"
+    def counts_line(self) -> str:
+        """e.g. "340 items, 338 ok, 2 bad (duplicate_id 1, missing_audio 1)": the counts per problem kind."""
+        line = f"{self.items} items, {self.ok} ok, {self.bad} bad"
         if self.counts:
             line += " (" + ", ".join(f"{k} {n}" for k, n in self.counts.most_common()) + ")"
         return line
+
+    def summary_line(self) -> str:
+        """e.g. "data.jsonl: 340 items, 338 ok, 2 bad (duplicate_id 1, missing_audio 1)"."""
+        return f"{self.file}: {self.counts_line()}"
 
     def summary(self) -> str:
         """The summary line, then one line per listed offender (and how many more there are)."""
@@ -179,6 +205,20 @@ class BadItemReport:
         if self.bad > len(self.offenders):
             lines.append(f"  ... and {self.bad - len(self.offenders)} more")
         return "\n".join(lines)
+
+    def listing(self, audio_root: str | None = None) -> list[str]:
+        """A heading, then one line per listed offender without the file's path (`describe_in_file`,
+        clip paths relative to `audio_root`), then how many more there are; [] when clean."""
+        if self.clean:
+            return []
+        shown = len(self.offenders)
+        which = f"all {shown}" if shown == self.bad else f"the first {shown} of {self.bad}"
+        where = f"; clip paths relative to {audio_root}" if audio_root is not None else ""
+        lines = [f"bad items ({which}; where in {os.path.basename(self.file)}{where}):"]
+        lines += [f"  {b.describe_in_file(audio_root)}" for b in self.offenders]
+        if self.bad > shown:
+            lines.append(f"  ... and {self.bad - shown} more")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -31,8 +31,8 @@ determines the answer.
 
 Files: ``out_dir/{train,test,warmup}.jsonl`` (``Example`` rows whose ``audio`` is relative to
 ``out_dir``, e.g. ``audio/synth-train-000123.wav``; `load_split` resolves it),
-``out_dir/audio/<id>.wav`` and ``out_dir/info.json``. The same seed gives byte-identical files
-in any folder.
+``out_dir/audio/<id>.wav`` and ``out_dir/info.json``, written last (`is_complete`). The same seed
+gives byte-identical files in any folder.
 """
 
 from __future__ import annotations
@@ -449,6 +449,11 @@ def make_synthetic(
     )
     logger.info("synthetic data: %d clips in %s (%.1f s)", sum(counts.values()), out_dir, time.perf_counter() - t0)
     return paths
+
+
+def is_complete(out_dir: str | Path) -> bool:
+    """Whether `make_synthetic` finished writing `out_dir` (its info.json is written last)."""
+    return (Path(out_dir) / "info.json").exists()
 
 
 def load_split(path: str | Path, split: str | None = None) -> list[Example]:

@@ -23,6 +23,9 @@ An evaluation folder (`--out DIR`) holds:
     results.md           the same numbers as markdown tables
     accuracy_<group>.png one bar chart per group (task, difficulty, sub-category, ...)
     run.json             `eval run` only: the settings the items were produced with
+
+An `eval run` folder names what the model heard (results.json `run.audio`: real, none, silence or
+shuffled, `harken.eval.ablation`); results.md and the terminal table say so when it is not the clip.
 """
 
 from __future__ import annotations
@@ -160,6 +163,19 @@ def write_outputs(out: Path, results: dict[str, Any], items: Sequence[ScoredItem
             plot_group(results, g, out / f"accuracy_{g}.png")
 
 
+def audio_mode(results: dict[str, Any]) -> str:
+    """What the model heard in an `eval run` (real: the clip; folders made before --audio existed too)."""
+    return (results.get("run") or {}).get("audio", "real")
+
+
+def audio_label(results: dict[str, Any]) -> str:
+    """What the model heard when it was not the clip ("none (no audio: ...)"), else ""."""
+    from harken.eval.ablation import AUDIO_MODES
+
+    mode = audio_mode(results)
+    return "" if mode == "real" else f"{mode} ({AUDIO_MODES[mode]})"
+
+
 def pct(x: float | None) -> str:
     """An accuracy in percent as shown in tables: two decimals, "-" when there is none."""
     return "-" if x is None else f"{x:.2f}"
@@ -179,6 +195,8 @@ def _provenance_lines(results: dict[str, Any]) -> list[str]:
         r = results["run"]
         adapter = f" + adapter `{r['adapter']}`" if r.get("adapter") else ""
         lines.append(f"- model `{r['model']}`{adapter}, template `{r['template']}`, max new tokens {r['max_new_tokens']}")
+        if audio_label(results):
+            lines.append(f"- audio: {audio_label(results)}")
     lines.append(f"- scoring: {results['rule']}")
     lines += [f"- note: {n}" for n in results.get("notes", [])]
     lines.append(f"- prediction: {results['prediction_source']}")
@@ -226,7 +244,9 @@ def _table_lines(results: dict[str, Any]) -> list[str]:
 
 def results_markdown(results: dict[str, Any]) -> str:
     """The results as markdown: headline, provenance, one table per group (or why there is none)."""
-    head = f"# {results['benchmark']}: {pct(results['accuracy'])} % ({results['n_correct']} / {results['n_scored']})"
+    heard = audio_mode(results)
+    name = results["benchmark"] + (f" (audio: {heard})" if heard != "real" else "")
+    head = f"# {name}: {pct(results['accuracy'])} % ({results['n_correct']} / {results['n_scored']})"
     if results.get("no_accuracy"):
         head = f"# {results['benchmark']}: no accuracy\n\n{results['no_accuracy']}"
     lines = [head, "", *_provenance_lines(results), *_coverage_lines(results), *_table_lines(results)]
@@ -282,7 +302,8 @@ def print_summary(results: dict[str, Any], out: Path) -> None:
         console.print(f"written to {out}/ (predictions.json, results.json, results.md, items.jsonl)")
         return
     head = headline_group(results)
-    table = Table(title=f"{results['benchmark']} ({results['file']['name']})")
+    heard = audio_mode(results)
+    table = Table(title=f"{results['benchmark']} ({results['file']['name']}" + (f"; audio: {heard})" if heard != "real" else ")"))
     table.add_column(head or "")
     values = list(results["groups"][head]) if head else []
     for v in values:

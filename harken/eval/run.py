@@ -2,8 +2,10 @@
 
 Owns: checking every clip before a model is loaded, generating in batches and appending each
 finished batch to items.jsonl (so an interrupted run continues where it stopped), refusing to
-mix the results of different settings in one folder (run.json), and the final pass that scores
-every finished item from its raw output with coverage (missing and unreadable clips).
+mix the results of different settings in one folder (run.json, `check_settings`, which
+`harken data curate` shares), and the final pass that scores every finished item from its raw
+output with coverage (missing and unreadable clips). The audio mode (`--audio`: the clip, none,
+silence, another item's clip; `harken.eval.ablation`) is one of the settings.
 
 Does not own: the benchmarks' specs and files (`harken.eval.benchmarks`), the correctness rule
 and answer extraction (`harken.eval.scoring`), the evaluation folder and its tables
@@ -18,6 +20,7 @@ says why (`no_accuracy`), and predictions.json is the file to submit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +30,7 @@ from typing import Any, Sequence
 from harken import __version__
 from harken.data.benchmarks import MMAU_VERSIONS
 from harken.data.records import Example
+from harken.eval.ablation import Hearing, check_mode, donor_clips
 from harken.eval.benchmarks import Benchmark, load_benchmark
 from harken.eval.results import FIRST_IDS, ScoredItem, group_values, new_results, summarize, write_outputs
 from harken.eval.scoring import extract_answer, is_correct
@@ -42,7 +46,9 @@ DEFAULT_TEMPLATE = "prompt2"  # the paper's best, for models trained elsewhere
 
 def _load_model(model: str, adapter: str | None, dtype: str, device: str):
     from harken.models.loading import load_audio_lm
+    from harken.progress import quiet_library_bars
 
+    quiet_library_bars()
     return load_audio_lm(model, adapter=adapter, dtype=dtype, device=device)
 
 
@@ -60,7 +66,7 @@ def _audio_loader(lm):
     return AudioLoader(lm.sampling_rate, lm.window_seconds, "truncate")
 
 
-def _template_for(model: str, adapter: str | None, explicit: str | None) -> str:
+def template_for(model: str, adapter: str | None, explicit: str | None) -> str:
     """The explicit template, else the one the model (or adapter) was trained on, else prompt2."""
     from harken.models.trained_with import choose_template, read_training_settings
 
@@ -74,7 +80,7 @@ def _template_for(model: str, adapter: str | None, explicit: str | None) -> str:
     return template
 
 
-def _resolved(path: str | None) -> str | None:
+def resolved_path(path: str | None) -> str | None:
     """Local paths made absolute (so that reruns from another folder match); hub ids kept."""
     if path is None:
         return None
@@ -105,25 +111,29 @@ def _missing_clips(selection: Sequence[Example], bench: Benchmark, skip_missing:
     return missing
 
 
-def _check_settings(out: Path, settings: dict[str, Any], invocation: dict[str, Any]) -> None:
-    """Save run.json, or refuse when `out` holds a run made with other settings."""
+def check_settings(out: Path, settings: dict[str, Any], invocation: dict[str, Any], what: str = "an evaluation",
+                   command: str = "harken eval run", defaults: dict[str, Any] | None = None) -> None:
+    """Save run.json, or refuse when `out` holds a run (`what`, made by `command`) with other settings.
+
+    `defaults`: the value of a setting left out of `settings` when it has its default (so that
+    folders made before the setting existed still match).
+    """
     run_json = out / "run.json"
     if run_json.is_file():
         previous = read_json(run_json).get("settings", {})
-        diffs = [
-            f"{k}: {previous.get(k)!r} there, {settings.get(k)!r} now"
-            for k in sorted(set(previous) | set(settings))
-            if previous.get(k) != settings.get(k)
-        ]
+        defaults = defaults or {}
+        old, new = {**defaults, **previous}, {**defaults, **settings}
+        diffs = [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k)]
         if diffs:
             raise ValueError(
-                f"{out} holds an evaluation made with other settings ({'; '.join(diffs)}); "
+                f"{out} holds {what} made with other settings ({'; '.join(diffs)}); "
                 "results would be mixed. Use another --out, or delete that folder to start over."
             )
     elif (out / "items.jsonl").is_file():
         raise ValueError(
             f"{out} holds items.jsonl but no run.json (e.g. the output of `harken eval score`); "
-            "use another --out for `harken eval run`."
+            f"use another --out for `{command}`."
         )
     write_json_atomic(run_json, {"settings": settings, "last_invocation": invocation})
 
@@ -148,15 +158,17 @@ def _read_log(path: Path, bench: Benchmark) -> dict[str, dict]:
     return rows
 
 
-def _load_clips(loader, examples: Sequence[Example], skip_missing: bool, unreadable: list[dict[str, str]], bar):
-    """(examples, waveforms) of the clips that decode; the others are errors or, with
-    `skip_missing`, added to `unreadable` and counted on the progress bar."""
+def _load_clips(hearing: Hearing, examples: Sequence[Example], skip_missing: bool, unreadable: list[dict[str, str]],
+                bar):
+    """(examples, waveforms) of the clips that decode (None for each with `--audio none`); the
+    others are errors or, with `skip_missing`, added to `unreadable` and counted on the progress
+    (`harken.progress.Progress`)."""
     from harken.data.audio import AudioError
 
     batch, audio = [], []
     for ex in examples:
         try:
-            audio.append(loader.load(ex.audio))
+            audio.append(hearing.clip(ex))
             batch.append(ex)
         except AudioError as e:
             if not skip_missing:
@@ -184,24 +196,26 @@ def _answer_batch(lm, batch: list[Example], audio: list, tmpl, max_new_tokens: i
 
 
 def _generate_todo(lm, todo: list[Example], bench: Benchmark, tmpl, log_path: Path, done: dict[str, dict],
-                   n_target: int, *, batch_size: int, max_new_tokens: int, skip_missing: bool) -> list[dict[str, str]]:
+                   n_target: int, *, batch_size: int, max_new_tokens: int, skip_missing: bool,
+                   audio: str) -> list[dict[str, str]]:
     """Answer the items of `todo`, appending each batch to the log and to `done`.
 
     Returns:
         The unreadable clips ({"id", "problem"}) skipped with `skip_missing`.
     """
-    from tqdm import tqdm
+    from harken.progress import Progress
 
     loader = _audio_loader(lm)
+    hearing = Hearing(audio, bench.examples, loader.load)
     unreadable: list[dict[str, str]] = []
-    with open(log_path, "a", encoding="utf-8") as log, tqdm(
-        total=n_target, initial=n_target - len(todo), unit="item", desc=f"eval {bench.name}", disable=None
+    with open(log_path, "a", encoding="utf-8") as log, Progress(
+        n_target, f"eval {bench.name}", "item", initial=n_target - len(todo)
     ) as bar:
         for start in range(0, len(todo), batch_size):
-            batch, audio = _load_clips(loader, todo[start : start + batch_size], skip_missing, unreadable, bar)
+            batch, clips = _load_clips(hearing, todo[start : start + batch_size], skip_missing, unreadable, bar)
             if not batch:
                 continue
-            for row in _answer_batch(lm, batch, audio, tmpl, max_new_tokens, bench.groups):
+            for row in _answer_batch(lm, batch, clips, tmpl, max_new_tokens, bench.groups):
                 log.write(json.dumps(row, ensure_ascii=False) + "\n")
                 done[row["id"]] = row
             # One flush per batch: a crash loses at most the batch being generated.
@@ -271,6 +285,7 @@ def run_benchmark(
     device: str = "cpu",
     dtype: str = "auto",
     fields: dict[str, str] | None = None,
+    audio: str = "real",
 ) -> dict[str, Any]:
     """Generate greedy answers for a benchmark, score them, write an evaluation folder.
 
@@ -297,6 +312,9 @@ def run_benchmark(
         limit: evaluate only the first N items of the benchmark.
         device, dtype: where and in what precision the model runs.
         fields: canonical name -> the data's key (mmau, mmar, jsonl), as `data.fields`.
+        audio: what the model hears (`harken.eval.ablation.AUDIO_MODES`): real (the clip), none (a
+            text-only prompt; no clip is read, so none needs to exist), silence (zeros of the
+            clip's length), shuffled (another item's clip). A setting of the folder, like the model.
 
     Returns:
         The results dict also written to `out/results.json`.
@@ -304,23 +322,30 @@ def run_benchmark(
     from harken.data.prompts import get_template
 
     _check_numbers(max_new_tokens, batch_size, limit)
-    template = _template_for(model, adapter, template)
+    check_mode(audio)
+    template = template_for(model, adapter, template)
     tmpl = get_template(template)
     out = Path(out)
     bench = load_benchmark(benchmark, data, audio_root, fields)
     selection = bench.examples[:limit] if limit else bench.examples
-    # Clips first: a missing clip should stop the run before a model is even loaded.
-    missing = _missing_clips(selection, bench, skip_missing)
+    # Clips first: a missing clip should stop the run before a model is even loaded. The clips
+    # checked are the ones heard: none without audio, the donors' when shuffled.
+    heard = selection
+    if audio == "shuffled":
+        donors = donor_clips(bench.examples)
+        heard = [dataclasses.replace(ex, audio=donors[ex.audio]) for ex in selection]
+    missing = _missing_clips(heard, bench, skip_missing) if audio != "none" else []
 
     settings = {
         "benchmark": benchmark,
         "benchmark_file": bench.source["name"],
         "benchmark_sha256": bench.source["sha256"],
-        "model": _resolved(model),
-        "adapter": _resolved(adapter),
+        "model": resolved_path(model),
+        "adapter": resolved_path(adapter),
         "template": template,
         "max_new_tokens": max_new_tokens,
         **({"fields": dict(fields)} if fields else {}),
+        **({"audio": audio} if audio != "real" else {}),  # a folder made before --audio existed is real
     }
     invocation = {
         "harken_version": __version__,
@@ -333,7 +358,7 @@ def run_benchmark(
         "skip_missing": skip_missing,
     }
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, settings, invocation)
+    check_settings(out, settings, invocation, defaults={"audio": "real"})
 
     log_path = out / "items.jsonl"
     done = _read_log(log_path, bench)
@@ -346,14 +371,14 @@ def run_benchmark(
     if todo:
         lm = _load_model(model, adapter, dtype, device)
         unreadable = _generate_todo(lm, todo, bench, tmpl, log_path, done, n_target, batch_size=batch_size,
-                                    max_new_tokens=max_new_tokens, skip_missing=skip_missing)
+                                    max_new_tokens=max_new_tokens, skip_missing=skip_missing, audio=audio)
 
     items, predictions = _final_items(selection, done, bench, tmpl)
     source = f"extract_answer on the raw output (first <answer> tag, else the whole output; template {template}" + (
         ", letters mapped to options)" if tmpl.lettered else ")"
     )
     file = {"name": bench.source["name"], "path": bench.source["path"], "sha256": bench.source["sha256"]}
-    results = new_results("run", benchmark, file, source, items, run={**settings, **invocation})
+    results = new_results("run", benchmark, file, source, items, run={**settings, **invocation, "audio": audio})
     results["coverage"] = _coverage(items, selection, bench, missing, unreadable)
     if bench.unanswered:
         results["no_accuracy"] = _no_accuracy_line(bench, len(selection))

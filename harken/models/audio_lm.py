@@ -133,6 +133,11 @@ class AudioLM:
         return sorted(i for i in ids if i is not None and i >= 0)
 
     @property
+    def end_of_turn_id(self) -> int:
+        """The token a finished assistant turn ends with (what SFT teaches the model to stop with)."""
+        return self.tokenizer.convert_tokens_to_ids(self.family.end_of_turn)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -145,24 +150,19 @@ class AudioLM:
         return float(self.feature_extractor.n_samples) / self.sampling_rate
 
     # --- inputs ---------------------------------------------------------------------------------
-    def encode_prompts(self, user_texts: Sequence[str], audios: Sequence[np.ndarray]) -> PromptBatch:
-        """Chat-format, expand the audio placeholder to the clip's token count, left pad."""
+    def encode_prompts(self, user_texts: Sequence[str], audios: Sequence[np.ndarray | None]) -> PromptBatch:
+        """Chat-format, expand the audio placeholder to the clip's token count, left pad.
+
+        A clip of None gives a prompt without audio (the family's layout without its audio prefix,
+        `Family.layout`): no placeholder, zero features, no valid frame.
+        """
         if len(user_texts) != len(audios):
             raise ValueError(f"{len(user_texts)} prompts but {len(audios)} clips")
-        fe = self.feature_extractor(
-            [np.asarray(a, dtype=np.float32) for a in audios],
-            sampling_rate=self.sampling_rate,
-            return_attention_mask=True,
-            padding="max_length",
-            return_tensors="pt",
-        )
-        feats, fmask = fe["input_features"], fe["attention_mask"].long()
-        counts = [int(self.family.audio_token_count(int(n))) for n in fmask.sum(-1)]
-        rows = []
-        placeholder = self.family.audio_token
-        for text, n in zip(user_texts, counts):
-            chat = self.family.chat_text(text).replace(placeholder, placeholder * n, 1)
-            rows.append(self.tokenizer(chat, add_special_tokens=False)["input_ids"])
+        feats, fmask = self._features(audios)
+        counts = [int(self.family.audio_token_count(int(n))) if a is not None else 0
+                  for n, a in zip(fmask.sum(-1), audios)]
+        rows = [self.family.prompt_ids(self.tokenizer, text, n if a is not None else None)
+                for text, n, a in zip(user_texts, counts, audios)]
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -171,10 +171,29 @@ class AudioLM:
             mask[i, width - len(r) :] = 1
         return PromptBatch(ids, mask, feats, fmask, counts)
 
+    def _features(self, audios: Sequence[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel features [B, M, F] and valid-frame mask [B, F] of the clips, zeros for a clip of None."""
+        fe = self.feature_extractor
+        heard = [i for i, a in enumerate(audios) if a is not None]
+        feats = torch.zeros(len(audios), fe.feature_size, fe.nb_max_frames)
+        fmask = torch.zeros(len(audios), fe.nb_max_frames, dtype=torch.long)
+        if heard:
+            out = fe([np.asarray(audios[i], dtype=np.float32) for i in heard], sampling_rate=self.sampling_rate,
+                     return_attention_mask=True, padding="max_length", return_tensors="pt")
+            feats[heard], fmask[heard] = out["input_features"], out["attention_mask"].long()
+            if self.family.whole_window:  # the encoder hears the silence after the clip too
+                fmask[heard] = 1
+        return feats, fmask
+
     # --- the pieces of a forward pass (composed by harken.rl.rollout) -----------------------------
     def encode_audio(self, batch: PromptBatch) -> torch.Tensor:
-        """Audio encoder output for the batch's clips, valid tokens only: [sum tokens, D_enc]."""
-        return self.family.run_encoder(self.model, batch.input_features, batch.feature_mask)
+        """Audio encoder output for the batch's clips, valid tokens only: [sum tokens, D_enc]
+        (prompts without a clip contribute none)."""
+        feats, fmask = batch.input_features, batch.feature_mask
+        if not all(batch.audio_token_counts):
+            heard = torch.tensor([n > 0 for n in batch.audio_token_counts], device=feats.device)
+            feats, fmask = feats[heard], fmask[heard]
+        return self.family.run_encoder(self.model, feats, fmask)
 
     def project_audio(self, encoded: torch.Tensor) -> torch.Tensor:
         """Encoder output -> text embedding width ([sum tokens, H])."""
@@ -190,6 +209,8 @@ class AudioLM:
         """
         embed = self.family.module(self.model, "embed_tokens")
         emb = embed(batch.input_ids)
+        if not any(batch.audio_token_counts):  # text-only prompts: the encoder is not run
+            return emb
         audio = self.project_audio(self.encode_audio(batch) if encoded_audio is None else encoded_audio)
         where = (batch.input_ids == self.audio_token_id).unsqueeze(-1)
         if int(where.sum()) != audio.shape[0]:

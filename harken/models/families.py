@@ -1,11 +1,12 @@
 """Model families: what differs between the supported architectures, and nothing else.
 
-Owns: one `Family` per architecture (Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni thinkers, Audio Flamingo 3)
-that knows the chat layout and its special tokens, the audio placeholder, how many placeholder
-tokens a clip needs, the tokens that end a turn, which modules are the audio encoder and the
-language model, and how to run the encoder on its own (the rollout and log-prob code composes
-encoder and language model, which is what lets a group share its prompt); the transformers
-classes a checkpoint loads and saves with; `base_model`, which unwraps peft and DDP wrappers.
+Owns: one `Family` per architecture (Qwen2-Audio, the Qwen2.5-Omni and Qwen3-Omni thinkers, Audio Flamingo 3,
+Voxtral) that knows the chat layout and its special tokens, how a prompt becomes token ids, the
+audio placeholder, how many placeholder tokens a clip needs, the tokens that end a turn, which
+modules are the audio encoder and the language model, and how to run the encoder on its own (the
+rollout and log-prob code composes encoder and language model, which is what lets a group share
+its prompt); the transformers classes a checkpoint loads and saves with, and the packages its
+tokenizer needs; `base_model`, which unwraps peft and DDP wrappers.
 Does not own: the model bundle (`harken.models.audio_lm`), loading (`harken.models.loading`),
 toy models (`harken.models.toy`).
 
@@ -15,6 +16,9 @@ code: the family is read from the checkpoint's `config.json`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,6 +32,9 @@ IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 AF3_SOUND = "<sound>"  # Audio Flamingo 3's audio placeholder
 # Qwen3-Omni's audio placeholder and the tokens around it.
 AUDIO_PAD, AUDIO_START, AUDIO_END = "<|audio_pad|>", "<|audio_start|>", "<|audio_end|>"
+# Mistral's control tokens (mistral_common's SpecialTokens) that Voxtral's chat layout uses.
+BOS, EOS, INST, END_INST = "<s>", "</s>", "[INST]", "[/INST]"
+VOX_AUDIO, VOX_BEGIN_AUDIO = "[AUDIO]", "[BEGIN_AUDIO]"
 
 
 def audio_tokens_for_frames(n_frames: int | torch.Tensor):
@@ -40,6 +47,19 @@ def audio_tokens_for_frames(n_frames: int | torch.Tensor):
 # --------------------------------------------------------------------------------------------
 # Families
 # --------------------------------------------------------------------------------------------
+
+
+def _chatml_parts(fam: "Family") -> tuple[str, str]:
+    """The ChatML layout around the user text (Qwen's chat templates): an optional system turn, the
+    user turn opening with the audio prefix, then the assistant header."""
+    system = f"{IM_START}system\n{fam.system_prompt}{IM_END}\n" if fam.system_prompt else ""
+    return f"{system}{IM_START}user\n{fam.audio_prefix}", f"{IM_END}\n{IM_START}assistant\n"
+
+
+def _mistral_instruct_parts(fam: "Family") -> tuple[str, str]:
+    """mistral_common's instruct encoding of one user turn (tokenizer v7): `<s>`, `[INST]`, the turn's
+    chunks in order (the clip, then the text), `[/INST]`; no system turn (Voxtral has none)."""
+    return f"{BOS}{INST}{fam.audio_prefix}", END_INST
 
 
 @dataclass(frozen=True)
@@ -57,26 +77,65 @@ class Family:
     run_encoder: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
     model_class_name: str
     audio_token: str = AUDIO_TOKEN  # the placeholder, repeated once per audio token of the clip
-    # The special tokens the chat layout and audio placeholders use (a toy tokenizer gets exactly these).
+    # The special tokens the chat layout and audio placeholders use (a toy Qwen2 tokenizer gets exactly these).
     special_tokens: tuple[str, ...] = (ENDOFTEXT, IM_START, IM_END, AUDIO_TOKEN, AUDIO_BOS, AUDIO_EOS)
     eos_tokens: tuple[str, ...] = (IM_END, ENDOFTEXT)  # tokens that end the assistant's turn
+    end_of_turn: str = IM_END  # the token a finished assistant turn ends with in the chat layout (SFT targets)
     # Placeholder tokens for a clip of n valid mel frames (the model's own processor's count).
     audio_token_count: Callable[[Any], Any] = audio_tokens_for_frames
-    feature_mask_arg: str = "feature_attention_mask"  # the model forward's name for the valid-frame mask
+    # The model forward's name for the valid-frame mask ("": the model takes none).
+    feature_mask_arg: str = "feature_attention_mask"
+    # The encoder hears the whole window, the silence after the clip included: every frame counts as
+    # valid, so every clip gets the same placeholder count.
+    whole_window: bool = False
+    # (family) -> (text before the user text, text after it): the chat layout.
+    chat_parts: Callable[["Family"], tuple[str, str]] = _chatml_parts
     processor_class_name: str = ""  # saved beside the model when set, so AutoProcessor loads the folder
     # config.model_type of a full (talker-carrying) checkpoint -> its class; only its `.thinker` is loaded.
     thinker_of: dict[str, str] = field(default_factory=dict)
+    # Packages its tokenizer needs beyond harken's own dependencies (installed by `harken[<name>]`),
+    # by transformers' name: each `transformers.utils.is_<name>_available()` must be true.
+    needs: tuple[str, ...] = ()
 
-    def chat_text(self, user_text: str) -> str:
-        """The full prompt string, ending with the assistant header (one audio placeholder).
+    def layout(self, audio: bool = True) -> tuple[str, str]:
+        """(text before the user text, text after it); without `audio`, the same layout with no
+        audio prefix: a user turn of text alone, as the model's chat template writes one."""
+        return self.chat_parts(self if audio else dataclasses.replace(self, audio_prefix=""))
 
-        A family without a default system prompt gets no system turn (as its own chat template)."""
-        system = f"{IM_START}system\n{self.system_prompt}{IM_END}\n" if self.system_prompt else ""
-        return (
-            f"{system}"
-            f"{IM_START}user\n{self.audio_prefix}{user_text}{IM_END}\n"
-            f"{IM_START}assistant\n"
-        )
+    def chat_text(self, user_text: str, audio: bool = True) -> str:
+        """The full prompt string, ending with the assistant header (one audio placeholder, or none
+        without `audio`)."""
+        before, after = self.layout(audio)
+        return f"{before}{user_text}{after}"
+
+    def prompt_ids(self, tokenizer, user_text: str, n_audio: int | None) -> list[int]:
+        """The prompt's token ids, the audio placeholder repeated `n_audio` times (None: a prompt
+        without a clip, `layout(audio=False)`).
+
+        The layout's special tokens are put in by id and the text between them is tokenized as
+        text (the user text together with the layout text next to it), as the model's own
+        processor does: a tokenizer that splits special tokens out of text (Qwen's) gives the same
+        ids as for the whole string, and one that never does (Mistral's) gets its control tokens.
+        """
+        before, after = (_special_split(self.special_tokens).split(part) for part in self.layout(n_audio is not None))
+        pieces = [*before[:-1], before[-1] + user_text + after[0], *after[1:]]  # text, special, text, ...
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                ids += [tokenizer.convert_tokens_to_ids(piece)] * (n_audio if piece == self.audio_token else 1)
+            elif piece:
+                ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def check_installed(self) -> None:
+        """One line naming the extra to install when a package the tokenizer needs is missing (or
+        too old for transformers, which would then load the tokenizer another way)."""
+        import transformers.utils
+
+        missing = [m for m in self.needs if not getattr(transformers.utils, f"is_{m}_available")()]
+        if missing:
+            raise ValueError(f"the {self.name} model family needs {', '.join(missing)} (a version transformers "
+                             f"accepts) for its tokenizer: pip install 'harken[{self.name}]'")
 
     def module(self, model: nn.Module, role: str) -> nn.Module:
         obj = base_model(model)
@@ -89,6 +148,12 @@ class Family:
         import transformers
 
         return getattr(transformers, self.model_class_name)
+
+
+@functools.lru_cache(maxsize=None)
+def _special_split(tokens: tuple[str, ...]) -> re.Pattern:
+    """The regex whose `split` cuts a string into text, special token, text, ... (text possibly empty)."""
+    return re.compile("(" + "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)) + ")")
 
 
 def base_model(model: nn.Module) -> nn.Module:
@@ -240,7 +305,56 @@ QWEN3_OMNI = Family(
     thinker_of={"qwen3_omni_moe": "Qwen3OmniMoeForConditionalGeneration"},
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (QWEN2_AUDIO, QWEN25_OMNI, AUDIO_FLAMINGO_3, QWEN3_OMNI)}
+def voxtral_audio_tokens(n_frames: int | torch.Tensor):
+    """Voxtral's placeholder count (mistral_common's audio encoder: 12.5 tokens per second): one token
+    per 8 mel frames of the whole window, 375 per 30 s (conv stride 2, then 4 frames per token)."""
+    return n_frames // 8
+
+
+def _voxtral_encoder(model: nn.Module, feats: torch.Tensor, fmask: torch.Tensor) -> torch.Tensor:
+    # Same computation as VoxtralModel.get_audio_features before its projector (a per-token MLP,
+    # applied by `AudioLM.project_audio`): the whole window, no valid-frame mask (Voxtral's encoder
+    # takes none), then 4 consecutive frames side by side as one token of width intermediate_size.
+    tower = VOXTRAL.module(model, "audio_tower")
+    hidden = tower(feats).last_hidden_state  # [A, window/2, D_enc]; the tower casts to its own dtype
+    return hidden.reshape(-1, tower.config.intermediate_size)  # [A * window/8, 4 * D_enc]
+
+
+# Voxtral (mistralai/Voxtral-Mini-3B-2507): a Whisper-large encoder, a two-layer MLP projector
+# (multi_modal_projector, 4 x 1280 -> 3072 -> 3072) and a Llama language model (Ministral-3B).
+# Checked against the installed code (transformers' Voxtral model and processor, mistral_common):
+# the chat layout is mistral_common's instruct encoding of one user turn holding the clip then the
+# text, `<s>[INST][BEGIN_AUDIO]` + one `[AUDIO]` per token + the text + `[/INST]` (tokenizer v7:
+# control tokens are never parsed out of text, so `Family.prompt_ids` puts them in by id); audio
+# is padded to whole 30 s windows and every window gives 375 tokens whatever the clip's length
+# (no mask: the silence is heard); `[AUDIO]` has id 24 (the processor's own constant); an
+# assistant turn ends with `</s>`. Assumed, not checked (no checkpoint offline): the released
+# tekken.json's special-token ids other than 24 (`[BEGIN_AUDIO]` 25 in the toy) and its version
+# v7; that `</s>` is the only end-of-turn token of its generation_config. harken feeds one window per
+# clip (clips are truncated to 30 s); the processor would feed every window of a longer clip.
+VOXTRAL = Family(
+    name="voxtral",
+    model_types=("voxtral",),
+    system_prompt="",
+    audio_prefix=f"{VOX_BEGIN_AUDIO}{VOX_AUDIO}",
+    module_paths=_ENCODER_PROJECTOR_LM,
+    encoder_modules=("model.audio_tower.",),
+    unused_modules=(),
+    run_encoder=_voxtral_encoder,
+    model_class_name="VoxtralForConditionalGeneration",
+    audio_token=VOX_AUDIO,
+    special_tokens=(BOS, EOS, INST, END_INST, VOX_AUDIO, VOX_BEGIN_AUDIO),
+    eos_tokens=(EOS,),
+    end_of_turn=EOS,
+    audio_token_count=voxtral_audio_tokens,
+    feature_mask_arg="",
+    whole_window=True,
+    chat_parts=_mistral_instruct_parts,
+    processor_class_name="VoxtralProcessor",
+    needs=("mistral_common",),
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (QWEN2_AUDIO, QWEN25_OMNI, AUDIO_FLAMINGO_3, QWEN3_OMNI, VOXTRAL)}
 
 
 def get_family(name: str) -> Family:

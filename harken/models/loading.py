@@ -1,11 +1,12 @@
 """Loading and saving models: one entry point for checkpoints, hub ids and `tiny:` toy models.
 
 Owns: `load_audio_lm` (safetensors only, no remote code unless asked; a full Omni checkpoint
-loads its thinker only; `tiny:FAMILY` builds the toy model in memory), dtype names,
+loads its thinker only; `tiny:FAMILY` builds the toy model in memory, `tiny-warm:FAMILY` loads the
+warmed-up toy from its cache folder), `toy_family` (the family a toy path names), dtype names,
 `save_audio_lm` (a `save_pretrained` folder that transformers loads), parameter counts; a model
 path that is not there, and a tokenizer without the family's audio tokens ("tokenizer missing in
 DIR"), are one-line `PathError`s.
-Does not own: building toy models (`harken.models.toy`), training set-up (`harken.train`).
+Does not own: building toy models (`harken.models.toy`, `harken.models.warm`), training set-up (`harken.train`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from harken.io import PathError, describe_error
+from harken.io import PathError, describe_error, umask_permissions
 from harken.models.audio_lm import AudioLM
 from harken.models.families import base_model, family_for_config
+
+WARM_PREFIX = "tiny-warm:"  # the warmed-up toy (`harken.models.warm`)
 
 
 def resolve_dtype(dtype: str, device: str | torch.device) -> torch.dtype:
@@ -48,7 +51,8 @@ def load_audio_lm(
 
     `tiny:FAMILY` builds the toy model of that family from `tiny_seed` in memory: the model a
     training run with `model.path=tiny:FAMILY` starts from, so that its LoRA adapters can be
-    evaluated with `--model tiny:FAMILY --adapter RUN/final`.
+    evaluated with `--model tiny:FAMILY --adapter RUN/final`. `tiny-warm:FAMILY` is that toy after
+    a short supervised warm-up (`harken.models.warm`), built on first use and cached on disk.
 
     Safe by default: weights from safetensors only, no remote code unless asked for.
     A full Omni checkpoint loads its thinker only (the talker is not needed for text).
@@ -58,6 +62,11 @@ def load_audio_lm(
 
         lm = build_tiny(str(path).split(":", 1)[1], seed=tiny_seed)
         lm.model.to(device=device, dtype=resolve_dtype(dtype, device))
+    elif str(path).startswith(WARM_PREFIX):
+        from harken.models.warm import ensure_warm_toy
+
+        folder = ensure_warm_toy(str(path).split(":", 1)[1], seed=tiny_seed)
+        lm = _load_checkpoint(str(folder), dtype, device, False, attn_implementation)
     else:
         lm = _load_checkpoint(str(path), dtype, device, trust_remote_code, attn_implementation)
     if adapter:
@@ -68,11 +77,20 @@ def load_audio_lm(
     return lm
 
 
+def toy_family(path: str) -> str | None:
+    """The family of a toy model path (`tiny:FAMILY`, `tiny-warm:FAMILY`: the same architecture), else None."""
+    for prefix in ("tiny:", WARM_PREFIX):
+        if str(path).startswith(prefix):
+            return str(path)[len(prefix):]
+    return None
+
+
 def _load_checkpoint(path: str, dtype: str, device: str, trust_remote_code: bool, attn_implementation: str | None) -> AudioLM:
     from transformers import AutoFeatureExtractor, AutoTokenizer
 
     config = _read_config(path, trust_remote_code)
     family = family_for_config(config)
+    family.check_installed()
     _refuse_router_aux_loss(config, path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     check_tokenizer(tokenizer, family, path)
@@ -97,7 +115,8 @@ def _read_config(path: str, trust_remote_code: bool):
     """The checkpoint's config; a folder that is not there, or a hub id not in the local cache, is one line."""
     from transformers import AutoConfig
 
-    hint = "give a model folder (config.json, weights, tokenizer), a hub id in the local cache, or tiny:FAMILY"
+    hint = ("give a model folder (config.json, weights, tokenizer), a hub id in the local cache, tiny:FAMILY "
+            "or tiny-warm:FAMILY")
     p = Path(path).expanduser()
     looks_local = p.is_absolute() or path.startswith((".", "~")) or path.count("/") != 1 or path.endswith("/")
     if not p.exists() and looks_local:
@@ -155,6 +174,7 @@ def save_audio_lm(lm: AudioLM, out: str | Path, state_dict: dict[str, torch.Tens
 
         processor_class = getattr(transformers, lm.family.processor_class_name)
         processor_class(feature_extractor=lm.feature_extractor, tokenizer=lm.tokenizer).save_pretrained(out)
+    umask_permissions(out)  # safetensors' files come out 0600 otherwise
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

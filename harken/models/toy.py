@@ -1,21 +1,27 @@
 """Toy-size models of the real architectures, built offline.
 
-Owns: the named sizes (`toy`, `small`), a byte-level tokenizer trained locally on the prompt
-vocabulary, and `build_tiny`, which builds a randomly initialised model of a real transformers
-class and can save it as a folder that `from_pretrained` loads.
+Owns: the named sizes (`toy`, `small`), byte-level tokenizers trained locally on the prompt
+vocabulary (a Qwen2 tokenizer, and a Tekken file for Voxtral), and `build_tiny`, which builds a
+randomly initialised model of a real transformers class and can save it as a folder that
+`from_pretrained` loads.
 Does not own: loading (`harken.models.loading`), what differs between families
 (`harken.models.families`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from harken.io import write_json_atomic
 from harken.models.audio_lm import AudioLM
-from harken.models.families import AUDIO_BOS, AUDIO_EOS, AUDIO_START, ENDOFTEXT, IM_END, Family, get_family
+from harken.models.families import (AUDIO_BOS, AUDIO_EOS, AUDIO_START, BOS, END_INST, ENDOFTEXT, EOS, IM_END, INST,
+                                    VOX_AUDIO, VOX_BEGIN_AUDIO, Family, get_family)
 from harken.models.loading import save_audio_lm
 
 
@@ -37,34 +43,116 @@ _CORPUS = [
 ]
 
 
-def train_toy_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 512,
-                        special_tokens: tuple[str, ...] = get_family("qwen2-audio").special_tokens):
-    """A byte-level BPE tokenizer with Qwen2's pre-tokenizer and a family's special tokens, trained locally."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
+# Qwen2's and Tekken's (mistral_common's tokenizer files') pre-tokenizer patterns.
+_QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_TEKKEN_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
+    r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
-    pattern = (
-        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-    )
+
+def _byte_level_bpe(pattern: str, texts: list[str], vocab_size: int, special_tokens: tuple[str, ...] = ()):
+    """A `tokenizers` byte-level BPE model pre-tokenized by `pattern`, trained on `texts`."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(pattern), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tok.decoder = decoders.ByteLevel()
-    tags = ["<think>", "</think>", "<answer>", "</answer>"]
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    texts = list(_CORPUS) * 20 + list(extra_texts)
     tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def train_toy_tokenizer(extra_texts: Iterable[str] = (), vocab_size: int = 512,
+                        special_tokens: tuple[str, ...] = get_family("qwen2-audio").special_tokens):
+    """A byte-level BPE tokenizer with Qwen2's pre-tokenizer and a family's special tokens, trained locally."""
+    from transformers import Qwen2Tokenizer
+
+    tok = _byte_level_bpe(_QWEN2_PATTERN, list(_CORPUS) * 20 + list(extra_texts), vocab_size, special_tokens)
+    tags = ["<think>", "</think>", "<answer>", "</answer>"]
     # Tags are added as ordinary (non-special) tokens so they decode with skip_special_tokens.
     tokenizer = Qwen2Tokenizer(tokenizer_object=tok, unk_token=None, bos_token=None, eos_token=IM_END, pad_token=ENDOFTEXT)
     tokenizer.add_tokens(tags)
     return tokenizer
+
+
+# Mistral's control tokens at the ids the Tekken tokenizer files give them (mistral_common's list of
+# the first 20; `[AUDIO]` 24 is transformers' VoxtralProcessor's constant); the toy keeps 35 of the
+# real file's 1000 control ids, the rest named `<SPECIAL_i>` as mistral_common names unused ones.
+_TEKKEN_CONTROL = {
+    **dict(enumerate([
+        "<unk>", BOS, EOS, INST, END_INST, "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+        "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
+        "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+    ])),
+    24: VOX_AUDIO, 25: VOX_BEGIN_AUDIO, 34: "[TRANSCRIBE]",
+}
+_TEKKEN_CONTROL_IDS = 35
+
+
+def train_toy_tekken(extra_texts: Iterable[str] = (), vocab_size: int = 512, window_seconds: int = 30):
+    """A Tekken tokenizer (mistral_common's file format, version v7 with an audio section) trained
+    locally like the other toys, loaded by transformers' `MistralCommonBackend`: the class a real
+    Voxtral checkpoint's tokenizer loads with, so toy prompts go through the same code.
+
+    Tekken is tiktoken's byte-level BPE (ranks: the 256 bytes, then each merge's token) after a
+    block of control ids; the audio section pads clips to `window_seconds` windows of 12.5 tokens
+    per second (128 mel bins, hop 160), as the real file does for 30 s. The file is written once
+    per content to harken's cache folder (`save_pretrained` copies it into a model folder).
+    """
+    from transformers import MistralCommonBackend
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from harken.models.warm import cache_root
+
+    texts = list(_CORPUS) * 20 + list(extra_texts)
+    bpe = _byte_level_bpe(_TEKKEN_PATTERN, texts, vocab_size - _TEKKEN_CONTROL_IDS)
+    to_byte = {c: b for b, c in bytes_to_unicode().items()}
+    ranks = [bytes([b]) for b in range(256)]
+    for merge in json.loads(bpe.to_str())["model"]["merges"]:
+        a, b = merge if isinstance(merge, list) else merge.split(" ")
+        token = bytes(to_byte[c] for c in a + b)
+        if token not in ranks:
+            ranks.append(token)
+    data = {
+        "config": {"pattern": _TEKKEN_PATTERN, "num_vocab_tokens": len(ranks), "version": "v7",
+                   "default_vocab_size": _TEKKEN_CONTROL_IDS + len(ranks), "default_num_special_tokens": _TEKKEN_CONTROL_IDS},
+        "vocab": [{"rank": i, "token_bytes": base64.b64encode(t).decode(), "token_str": t.decode("utf-8", "replace")}
+                  for i, t in enumerate(ranks)],
+        "special_tokens": [{"rank": i, "token_str": _TEKKEN_CONTROL.get(i, f"<SPECIAL_{i}>"), "is_control": True}
+                           for i in range(_TEKKEN_CONTROL_IDS)],
+        "audio": {"sampling_rate": 16000, "frame_rate": 12.5, "chunk_length_s": float(window_seconds),
+                  "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}},
+    }
+    text = json.dumps(data, sort_keys=True)
+    path = cache_root() / "toy-tekken" / hashlib.sha256(text.encode()).hexdigest()[:16] / "tekken.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, data, indent=None)
+    return MistralCommonBackend(tokenizer_path=str(path))
+
+
+def _voxtral_size(s: dict) -> dict:
+    """Voxtral's projector takes 4 encoder frames at a time through an input of width
+    intermediate_size = 4 x d_model (real: 5120 = 4 x 1280), 12.5 tokens per second: the encoder
+    FFN is 4 x d_model and the window a whole number of tokens (an even number of seconds)."""
+    return {**s, "enc_ffn": 4 * s["enc_d"], "window": s["window"] // 2 * 2}
+
+
+def _toy_tokenizer(fam: Family, s: dict, extra_texts: Iterable[str], vocab_size: int):
+    if fam.name == "voxtral":
+        return train_toy_tekken(extra_texts, vocab_size, s["window"])
+    return train_toy_tokenizer(extra_texts, vocab_size=vocab_size, special_tokens=fam.special_tokens)
 
 
 def build_tiny(
@@ -79,16 +167,17 @@ def build_tiny(
     """Build a toy-size model of a real architecture, offline, and optionally save it.
 
     The saved folder loads with `from_pretrained` (model, tokenizer, feature extractor; for
-    Qwen2-Audio and Audio Flamingo 3 also the processor), and with `load_audio_lm`.
+    Qwen2-Audio, Audio Flamingo 3 and Voxtral also the processor), and with `load_audio_lm`.
     """
     from transformers import WhisperFeatureExtractor
 
     fam = get_family(family)
+    fam.check_installed()
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
-    s = SIZES[size]
+    s = _voxtral_size(SIZES[size]) if fam.name == "voxtral" else SIZES[size]
     torch.manual_seed(seed)
-    tokenizer = train_toy_tokenizer(extra_texts, vocab_size=vocab_size, special_tokens=fam.special_tokens)
+    tokenizer = _toy_tokenizer(fam, s, extra_texts, vocab_size)
     text = dict(
         vocab_size=len(tokenizer),
         hidden_size=s["hidden"],
@@ -99,7 +188,7 @@ def build_tiny(
         max_position_embeddings=4096,
         tie_word_embeddings=False,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        eos_token_id=tokenizer.convert_tokens_to_ids(fam.end_of_turn),
     )
     audio = dict(
         num_mel_bins=128,
@@ -198,6 +287,17 @@ def _qwen3_omni_config(tokenizer, s: dict, text: dict, audio: dict):
     )
 
 
+def _voxtral_config(tokenizer, s: dict, text: dict, audio: dict):
+    import transformers
+
+    # VoxtralConfig fills a text config's missing keys with Voxtral-Mini's (head_dim 128 among them).
+    return transformers.VoxtralConfig(
+        audio_config={"model_type": "voxtral_encoder", **audio},
+        text_config={"model_type": "llama", **text, "head_dim": s["hidden"] // s["heads"]},
+        audio_token_id=_id(tokenizer, get_family("voxtral")),
+    )
+
+
 def _id(tokenizer, fam: Family) -> int:
     return tokenizer.convert_tokens_to_ids(fam.audio_token)
 
@@ -207,4 +307,5 @@ _CONFIGS = {
     "qwen2.5-omni": _qwen25_omni_config,
     "audio-flamingo-3": _af3_config,
     "qwen3-omni": _qwen3_omni_config,
+    "voxtral": _voxtral_config,
 }

@@ -28,6 +28,7 @@ from harken.models.audio_lm import AudioLM
 
 
 CKPT_PREFIX = "step-"
+START_AFRESH = "start afresh with run.resume=never or choose another run.out_dir=DIR"  # what a refused resume can do
 
 
 def _rng_state(generator: torch.Generator | None) -> dict[str, torch.Tensor]:
@@ -131,12 +132,11 @@ class Checkpoints:
         world = state.get("world", 1)
         if bool(state.get("sharded", False)) != sharded:
             written = "model.sharding=fsdp" if state.get("sharded") else "model.sharding=none"
-            raise ValueError(f"{path} was written with {written}; resume it with the same setting")
+            raise ValueError(f"{path} was written with {written}: resume it with {written}, or {START_AFRESH}")
         if not sharded and world != accelerator.num_processes:
             raise ValueError(
-                f"{path} was written by {world} processes; resume it with the same number "
-                f"(now {accelerator.num_processes}), or train with model.sharding=fsdp, whose checkpoints "
-                f"resume on any number"
+                f"{path} was written by {world} process(es) and cannot resume on {accelerator.num_processes}: run "
+                f"it with {world}, or {START_AFRESH} (checkpoints of model.sharding=fsdp resume on any number)"
             )
         if sharded:
             _read(path / SHARDED_DIR, lambda f: _load_sharded(f, lm, optimizer))
@@ -193,7 +193,8 @@ def _load_whole(folder: Path, lm: AudioLM, optimizer) -> None:
     params = dict(lm.model.named_parameters())
     missing = [k for k in weights if k not in params]
     if missing:
-        raise ValueError(f"{folder}: checkpoint has weights this model lacks, e.g. {missing[:3]}")
+        raise ValueError(f"{folder}: checkpoint has weights this model lacks, e.g. {missing[:3]}: resume with the "
+                         f"model.* settings it was written with, or {START_AFRESH}")
     with torch.no_grad():
         for k, v in weights.items():
             params[k].copy_(v.to(params[k].device, params[k].dtype))
@@ -226,7 +227,8 @@ def resume_candidates(run_cfg, run_dir: Path) -> list[Path]:
         return Checkpoints(run_dir, run_cfg.keep_last).all()[::-1]
     p = Path(run_cfg.resume)
     if not (p / "state.json").exists():
-        raise FileNotFoundError(f"no complete checkpoint at {p} (state.json missing)")
+        raise FileNotFoundError(f"no complete checkpoint at {p} (state.json missing): set run.resume to a folder "
+                                f"RUN/checkpoints/{CKPT_PREFIX}NNNNNN, or to auto (the run's newest) or never")
     return [p]
 
 

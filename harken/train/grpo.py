@@ -12,6 +12,9 @@ Deviations from textbook GRPO, all named options (logged at start):
 - with a frozen encoder its output from the rollout is reused in the policy and reference passes;
 - groups whose rewards are all equal can be dropped and replaced by fresh prompts
   (`rollout.dynamic_sampling`, DAPO); their fraction is always logged;
+- a prompt whose group had equal rewards can be passed over at its next draw, the next epoch
+  (`rollout.skip_zero_variance`; the stream skips it, `harken.train.stream.DataStream.mark`),
+  counted as groups/skipped_zero_variance;
 - truncated completions can be masked out of the loss (`rollout.mask_truncated`);
 - advantages, KL estimator, ratio level, clip range and aggregation are picked by name
   (`algo.*`: GRPO, Dr.GRPO, DAPO, GSPO variants);
@@ -74,7 +77,7 @@ def _pad_cat(tensors: list[torch.Tensor], value) -> torch.Tensor:
 
 class GRPOTrainer(Trainer):
     kind = "grpo"
-    postfix = {"reward": ("reward/total", ".3f"), "kl": ("kl", ".4f")}
+    postfix = {"reward": ("reward/total", ".3f"), "acc": ("reward/accuracy", ".3f"), "kl": ("kl", ".3g")}
 
     def __init__(self, cfg: GRPOConfig):
         super().__init__(cfg, need_reference=cfg.algo.kl_coef > 0)
@@ -104,10 +107,10 @@ class GRPOTrainer(Trainer):
         )
         log.info(
             "estimators: advantage=%s kl=%s(coef %g) ratio=%s clip=[%g, %g] agg=%s mu=%d prefix_sharing=%s "
-            "dynamic_sampling=%s mask_truncated=%s",
+            "dynamic_sampling=%s skip_zero_variance=%s mask_truncated=%s",
             c.algo.advantage, c.algo.kl_estimator, c.algo.kl_coef, c.algo.ratio_level, 1 - c.algo.clip_eps_low,
             1 + c.algo.clip_eps_high, c.algo.loss_agg, c.algo.updates_per_batch, c.rollout.prefix_sharing,
-            c.rollout.dynamic_sampling, c.rollout.mask_truncated,
+            c.rollout.dynamic_sampling, c.rollout.skip_zero_variance, c.rollout.mask_truncated,
         )
         log.info(
             "sampling: temperature=%g top_k=%d top_p=%g min_p=%g; rewards: accuracy_rule=%s format_rule=%s; "
@@ -146,6 +149,8 @@ class GRPOTrainer(Trainer):
         keep: list[tuple] = []  # (example, (prompt batch, row), encoded part, ids [G, T], texts, rewards [G])
         spare: list[tuple] = []
         sampled_groups = zero_groups = 0
+        zero_by_id: dict[str, bool] = {}  # the groups sampled: their prompt's id -> equal rewards
+        skipped_before = self.stream.skipped
         logs_acc: list[dict[str, float]] = []
         rounds = 0
         while len(keep) < need:
@@ -158,6 +163,7 @@ class GRPOTrainer(Trainer):
                 group = (ex, (batch, i), parts[i], ids[i * g : (i + 1) * g], texts[i * g : (i + 1) * g], rewards[i * g : (i + 1) * g])
                 sampled_groups += 1
                 zero_groups += int(zero[i])
+                zero_by_id[ex.id] = bool(zero[i])
                 (spare if (c.dynamic_sampling and zero[i]) else keep).append(group)
             rounds += 1
             if not c.dynamic_sampling or rounds > c.max_resample_rounds:
@@ -172,7 +178,22 @@ class GRPOTrainer(Trainer):
         rb.reward_logs = {k: float(np.nanmean([d[k] for d in logs_acc])) for k in logs_acc[0]}
         rb.stats["groups/zero_variance_frac"] = zero_groups / max(sampled_groups, 1)
         rb.stats["groups/resampled"] = float(sampled_groups - need)
+        if c.skip_zero_variance:
+            rb.stats["groups/skipped_zero_variance"] = float(self.stream.skipped - skipped_before)
+            self.stream.mark(self._every_process(zero_by_id))
         return rb
+
+    def _every_process(self, zero_by_id: dict[str, bool]) -> dict[str, bool]:
+        """The groups every process sampled in this micro-step: the stream of each process skips them
+        alike (an item is drawn by another process in another epoch)."""
+        if self.acc.num_processes == 1:
+            return zero_by_id
+        from accelerate.utils import gather_object
+
+        merged: dict[str, bool] = {}
+        for part in gather_object([zero_by_id]):
+            merged.update(part)
+        return merged
 
     def build_batch(self, examples: list[Example], prompts: PromptBatch, encoded: torch.Tensor | None,
                     ids: torch.Tensor, texts: list[str], rewards: torch.Tensor) -> RolloutBatch:

@@ -1,9 +1,9 @@
-"""Per-step metrics of a run: metrics.jsonl, TensorBoard, optional wandb, samples, progress bar.
+"""Per-step metrics of a run: metrics.jsonl, TensorBoard, optional wandb, samples.
 
 Owns: `MetricsLogger` (only the main process writes; keys grouped TensorBoard-style, e.g.
-"reward/accuracy"), dropping rows written after the checkpoint a run resumes from, and the
-progress bar.
-Does not own: what the metrics are (the trainers), plots of them (`harken.report`).
+"reward/accuracy") and dropping rows written after the checkpoint a run resumes from.
+Does not own: what the metrics are (the trainers), plots of them (`harken.report`), the progress
+bar or lines a person reads (`harken.progress`).
 """
 
 from __future__ import annotations
@@ -86,9 +86,3 @@ def truncate_metrics_after(run_dir: Path, step: int) -> None:
         if p.exists():
             rows, _ = read_appended_jsonl(p)
             write_jsonl(p, (row for _, row in rows if row.get("step", 0) <= step))
-
-
-def progress(total: int, initial: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step", dynamic_ncols=True)

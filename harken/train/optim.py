@@ -1,8 +1,10 @@
 """The optimizer step: AdamW, the learning-rate schedule, gradient averaging and clipping.
 
 Owns: building the optimizer and schedule from `optim.*`, and one optimizer step (average
-gradients over processes, clip, step, zero) returning the pre-clip gradient norm; a non-finite
-gradient norm stops before the weights change (`NonFiniteError`), and `all_finite` checks weights.
+gradients over processes, clip, step, zero) returning the pre-clip gradient norm; a step whose
+gradient norm is NaN or infinite is not taken (the weights and the schedule stay as they were,
+the gradients are dropped) and its norm returned for the trainer to stop or skip on
+(`optim.on_nonfinite`, `NonFiniteError`); `all_finite` checks weights.
 Does not own: the loss (`harken.rl.algorithm`, `harken.train.sft`).
 """
 
@@ -42,7 +44,10 @@ def all_finite(tensors) -> bool:
 def clip_and_step(params, optimizer, scheduler, max_grad_norm: float, accelerator, sharded: bool = False) -> float:
     """Average gradients over processes, clip, step, zero. Returns the pre-clip grad norm.
 
-    A NaN or infinite norm raises `NonFiniteError` before the step: the weights stay as they were.
+    A NaN or infinite norm takes no step: the gradients are dropped, the weights, the optimizer
+    state and the schedule stay as they were, and the norm is returned as it is. Every process
+    returns the same norm (the gradients are averaged, or the shards' norms reduced), so every
+    process takes the same decision.
 
     Sharded gradients arrive already averaged (FSDP reduce-scatters them); their norm is the
     norm of the whole gradient (the shards' squares are summed over processes).
@@ -51,9 +56,9 @@ def clip_and_step(params, optimizer, scheduler, max_grad_norm: float, accelerato
         average_gradients(params, accelerator)
     norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm and max_grad_norm > 0 else float("inf"))
     norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-    if not torch.isfinite(norm):  # the same on every process: gradients are averaged (or the norm reduced)
+    if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteError(f"gradient norm {float(norm)}")
+        return float(norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)

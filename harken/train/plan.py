@@ -71,7 +71,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harken.bench.flops import Arch
-from harken.models.families import Family, audio_tokens_for_frames
+from harken.models.families import Family
 
 GIB = 2**30
 HEADROOM = 0.9  # a run fits when its peak is at most this fraction of the card
@@ -161,11 +161,12 @@ class ModelSizes:
 def model_sizes(path: str) -> ModelSizes:
     """Sizes of the model `model.path` names, without downloading or loading weights."""
     from harken.models.families import family_for_config, get_family
+    from harken.models.loading import toy_family
 
-    if path.startswith("tiny:"):
+    if toy_family(path):  # tiny: and tiny-warm: toys share their architecture
         from harken.models.toy import build_tiny
 
-        lm = build_tiny(path.split(":", 1)[1])
+        lm = build_tiny(toy_family(path))
         return ModelSizes.from_model(lm.model, lm.family)
     if path in KNOWN_IDS:
         from harken.models.config7b import qwen2_audio_7b_config
@@ -246,7 +247,8 @@ def plan_memory(cfg, gpus: int, sizes: ModelSizes, *, sharding: str | None = Non
     # Prompt and rows.
     seconds = min(cfg.prompt.max_audio_seconds, sizes.window_seconds)
     frames = int(round(seconds * 100))
-    audio = int(audio_tokens_for_frames(frames))
+    fam = sizes.family
+    audio = int(fam.audio_token_count(a.enc_positions * 2 if fam.whole_window else frames))  # the family's own count
     p = text_tokens + audio
     if grpo:
         b, g, t = cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.max_new_tokens
@@ -302,10 +304,11 @@ def plan_memory(cfg, gpus: int, sizes: ModelSizes, *, sharding: str | None = Non
     def audio_bytes(clips: int) -> float:
         if encoder_trains:
             d, fe, r = a.enc_d, a.enc_ffn, (4 if cast_style else c)
-            whole = sizes.family.name == "qwen2-audio"  # runs its whole window, masking what the clip lacks
+            masked = sizes.family.name == "qwen2-audio"  # runs its whole window, masking what the clip lacks
+            whole = masked or sizes.family.whole_window  # Voxtral: the whole window, unmasked
             positions = a.enc_positions if whole else (frames - 1) // 2 + 1
             per_pos = 9 * d * c + 2 * fe * c + 16 + 4 * sizes.enc_heads + 8 * d * cast_style
-            masks = a.enc_layers * positions * positions * c if whole and 2 * positions > frames else 0
+            masks = a.enc_layers * positions * positions * c if masked and 2 * positions > frames else 0
             stem = c * (2 * a.mel_bins * positions + 5 * d * positions)
             return clips * (stem + positions * a.enc_layers * per_pos + masks + r * (1.5 * d * positions + d * audio))
         if lora or not sizes.family.module_paths["projector"]:

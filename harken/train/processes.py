@@ -4,13 +4,18 @@ Owns: the `Accelerator` of a run, averaging gradients over processes, and the en
 that every process holds the same weights. Each process holds a full copy of the model and draws
 its own disjoint prompts; gradients are averaged before every optimizer step, so all copies stay
 identical.
+Several processes read as one run: only the main process logs below ERROR (`make_accelerator`),
+and an error every process meets alike (a config, a resume refusal, a missing file) is reported
+by the main process alone (`errors_from_main`).
 Does not own: what a step computes (`harken.train.grpo`, `harken.train.sft`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Iterable
+import time
+from typing import Iterable, Iterator
 
 import torch
 
@@ -20,9 +25,42 @@ log = logging.getLogger(__name__)
 
 
 def make_accelerator():
+    """The run's `Accelerator`; the other processes than the main one log errors only."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if not accelerator.is_main_process:
+        _log_errors_only()
+    return accelerator
+
+
+def _log_errors_only() -> None:
+    """A process other than the main one: its log lines would repeat the main process's."""
+    from transformers.utils import logging as hf_logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("harken").setLevel(logging.ERROR)
+    hf_logging.set_verbosity_error()
+
+
+OTHERS_WAIT_S = 30.0  # how long another process waits to be stopped after an error of its own
+
+
+@contextlib.contextmanager
+def errors_from_main(accelerator) -> Iterator[None]:
+    """A user error (ValueError, OSError: what the command line prints in one line) is reported once.
+
+    The main process raises it; another process that meets it too waits for the launcher
+    (torchrun, accelerate) to stop it when the main process exits, so the message is printed once
+    and the main process is named the first failure. One still running after `OTHERS_WAIT_S` met
+    an error of its own (e.g. a clip only it draws) and raises it then.
+    """
+    try:
+        yield
+    except (ValueError, OSError):
+        if accelerator.num_processes > 1 and not accelerator.is_main_process:
+            time.sleep(OTHERS_WAIT_S)
+        raise
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter], accelerator) -> None:

@@ -1,8 +1,9 @@
 """The run folder: its config, log file and run.json at the start, the exported model at the end.
 
-Owns: creating RUN/ (config.yaml with the resolved config, train.log, run.json) and closing its
-log handler, and the final export: RUN/final as a `save_pretrained` folder (LoRA: a peft adapter,
-plus RUN/final-merged on request), written to a temporary folder, synced and renamed into place.
+Owns: creating RUN/ (config.yaml with the resolved config, train.log, run.json: written by the
+main process while the others wait) and closing its log handler, and the final export: RUN/final
+as a `save_pretrained` folder (LoRA: a peft adapter, plus RUN/final-merged on request), written
+to a temporary folder, synced and renamed into place (no library progress bar meanwhile).
 Does not own: checkpoints (`harken.train.checkpoint`), metrics (`harken.train.metrics`).
 """
 
@@ -22,6 +23,7 @@ from harken.models.audio_lm import AudioLM
 from harken.models.families import base_model
 from harken.models.loading import save_audio_lm
 from harken.models.trained_with import write_training_settings
+from harken.progress import no_library_bars
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ def record_in_run_json(run_dir: Path, fields: dict) -> None:
     write_json_atomic(path, {**read_json(path), **fields})
 
 
+@no_library_bars()  # no "Writing model shards" bar among a run's lines
 def export_final(lm: AudioLM, run_dir: Path, merged: bool, accelerator, sharded: bool = False,
                  settings: dict | None = None) -> Path:
     """save_pretrained of the final model (LoRA: the adapter, plus a merged model on request).

@@ -21,7 +21,7 @@ T target tokens (right padded), L = P + T, V vocab.
 
 Choices, all visible in the log at start:
 - the target is `template.render_target(example)` (e.g. `<answer>{answer}</answer>`) followed by
-  the end-of-turn token `<|im_end|>`, so the model also learns to stop;
+  the family's end-of-turn token (`<|im_end|>`; Voxtral's `</s>`), so the model also learns to stop;
 - the loss is the mean cross-entropy over every target token of the optimizer step, over all
   micro-steps and processes (not a mean of per-micro-step means): each token weighs the same
   whatever the batch composition;
@@ -46,7 +46,6 @@ from harken.data.prompts import PromptTemplate
 from harken.data.records import Example
 from harken.eval.answers import generate_texts
 from harken.models.audio_lm import AudioLM, PromptBatch
-from harken.models.families import IM_END
 from harken.rl.rollout import prompt_positions, token_logprobs
 from harken.schema import SFTConfig
 from harken.train.optim import clip_and_step
@@ -99,9 +98,10 @@ class SFTBatch:
         return SFTBatch(self.examples, self.prompts.to(device), self.target_ids.to(device), self.target_mask.to(device))
 
 
-def target_text(template: PromptTemplate, example: Example) -> str:
-    """What the model is taught to answer: the template's target, then the end-of-turn token."""
-    return template.render_target(example) + IM_END
+def target_token_ids(lm: AudioLM, template: PromptTemplate, example: Example) -> list[int]:
+    """What the model is taught to answer: the template's target, then the family's end-of-turn
+    token (by id: a Mistral tokenizer never reads a special token out of text)."""
+    return lm.tokenizer(template.render_target(example), add_special_tokens=False)["input_ids"] + [lm.end_of_turn_id]
 
 
 def build_sft_batch(lm: AudioLM, template: PromptTemplate, examples: list[Example], audio: list[np.ndarray]) -> SFTBatch:
@@ -113,7 +113,7 @@ def build_sft_batch(lm: AudioLM, template: PromptTemplate, examples: list[Exampl
         the batch on the CPU; its `loss_mask` covers exactly the target tokens.
     """
     prompts = lm.encode_prompts([template.render(ex) for ex in examples], audio)  # [B, P]
-    rows = [lm.tokenizer(target_text(template, ex), add_special_tokens=False)["input_ids"] for ex in examples]
+    rows = [target_token_ids(lm, template, ex) for ex in examples]
     t = max(len(r) for r in rows)
     target_ids = torch.full((len(rows), t), lm.pad_id, dtype=torch.long)  # [B, T]
     target_mask = torch.zeros((len(rows), t), dtype=torch.bool)
@@ -198,7 +198,7 @@ class SFTTrainer(Trainer):
             "%d example(s) x %d accumulation x %d process(es) = %d examples per step; %d steps (%s); "
             "prompt %s, target %r + %s, loss: token mean over the step",
             c.train.batch_size, c.optim.grad_accum, self.acc.num_processes, per_step, self.max_steps, how,
-            self.template.name, self.template.target, IM_END,
+            self.template.name, self.template.target, self.lm.family.end_of_turn,
         )
 
     # --- 1. data ---------------------------------------------------------------------------------

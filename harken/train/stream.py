@@ -1,20 +1,25 @@
 """Training data for a run: the dataset, the per-process resumable stream, and audio loading.
 
-Owns: resolving `data.path` (`synthetic:SPLIT` makes the offline set under the run folder), a
-cheap check of every clip at start (exists, opens, has frames: its header only; `data.check_audio`
-decodes them all instead), `DataStream` (seeded epochs, disjoint positions per process, a
-two-integer state for resume), the run's audio loader (clips cut to the encoder's window) and
-`ClipDraw` (examples with their decoded clips). A bad clip, at start or when decoded, stops the run
-with the dataset file, the item id, the clip and the reason; with `data.skip_bad` it is skipped
-and counted per problem kind.
-Does not own: reading dataset files (`harken.data.readers`), decoding audio (`harken.data.audio`).
+Owns: resolving `data.path` (`synthetic:SPLIT` makes the offline set under the run folder: the
+main process writes it, the others wait for it and read it), a cheap check of every clip at start
+(exists, opens, has frames: its header only; `data.check_audio` decodes them all instead),
+`DataStream` (seeded epochs, disjoint positions per process, a two-integer state for resume, and
+the ids to pass over once: prompts whose GRPO group had zero variance when last drawn, with
+`rollout.skip_zero_variance`), the run's audio loader (clips cut to the encoder's window) and
+`ClipDraw` (examples with their decoded clips); `data.filter`: training on chosen splits of a
+curation. A bad clip, at start or when decoded, stops the run with the dataset file, the item id,
+the clip and the reason; with `data.skip_bad` it is skipped and counted per problem kind.
+Does not own: reading dataset files (`harken.data.readers`), decoding audio (`harken.data.audio`),
+the curation and its splits (`harken.eval.curate`), which groups had zero variance (`harken.train.grpo`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -26,24 +31,48 @@ from harken.models.audio_lm import AudioLM
 log = logging.getLogger(__name__)
 
 
-def resolve_dataset(cfg: DatasetConfig, out_dir: Path, seed: int, skipped: Counter | None = None) -> list[Example]:
+def resolve_dataset(cfg: DatasetConfig, out_dir: Path, seed: int, accelerator,
+                    skipped: Counter | None = None) -> list[Example]:
     """Load a dataset and check its clips; `synthetic:SPLIT` makes the offline synthetic set under out_dir/data first.
 
     Args:
+        accelerator: the run's processes: the main one writes the synthetic set, the others wait for it.
         skipped: counts the items dropped for a bad clip (with `data.skip_bad`) per problem kind.
     """
     if cfg.path.startswith("synthetic:"):
-        from harken.data.synth import make_synthetic
-
         split = cfg.path.split(":", 1)[1] or "train"
         data_dir = out_dir / "data"
-        if not (data_dir / f"{split}.jsonl").exists():
-            make_synthetic(data_dir, seed=seed)
-        cfg = DatasetConfig(**{**cfg.__dict__, "path": str(data_dir / f"{split}.jsonl"), "format": "canonical"})
+        _make_synthetic_once(data_dir, seed, accelerator)
+        cfg = dataclasses.replace(cfg, path=str(data_dir / f"{split}.jsonl"), format="canonical")
     ds = load_dataset(cfg)
     if not ds.report.clean:
         log.warning("%s", ds.report.summary())
-    return list(ds) if cfg.check_audio else _open_clips(list(ds), cfg, skipped if skipped is not None else Counter())
+    examples = _filtered(list(ds), cfg, ds.source["sha256"])
+    return examples if cfg.check_audio else _open_clips(examples, cfg, skipped if skipped is not None else Counter())
+
+
+def _filtered(examples: list[Example], cfg: DatasetConfig, sha256: str) -> list[Example]:
+    """The examples in the splits `data.filter.keep` of the curation `data.filter.curation` (all without a filter)."""
+    f = getattr(cfg, "filter", None)  # training sets have one, validation sets not
+    if f is None or not f.curation:
+        return examples
+    from harken.eval.curate import selected_ids
+
+    ids = selected_ids(f.curation, f.keep, sha256)
+    kept = [ex for ex in examples if ex.id in ids]
+    if not kept:
+        raise ValueError(f"data.filter keeps no item of {cfg.path}: the splits {', '.join(f.keep)} of {f.curation} are empty")
+    log.info("data.filter: %d of %d items, the splits %s of %s", len(kept), len(examples), ", ".join(f.keep), f.curation)
+    return kept
+
+
+def _make_synthetic_once(data_dir: Path, seed: int, accelerator) -> None:
+    """The run's synthetic set, written by the main process unless complete already; the others wait for it."""
+    from harken.data.synth import is_complete, make_synthetic
+
+    if accelerator.is_main_process and not is_complete(data_dir):
+        make_synthetic(data_dir, seed=seed)
+    accelerator.wait_for_everyone()
 
 
 CLIP_PROBLEMS = ("missing_audio", "corrupt_audio", "empty_audio", "nonfinite_audio", "long_audio")  # AudioError kinds
@@ -83,7 +112,9 @@ class DataStream:
     """Endless, resumable stream of examples for one process.
 
     Each epoch is a seeded permutation; process r of W takes positions r, r+W, r+2W, ... so
-    processes never draw the same example in an epoch. The state is two integers.
+    processes never draw the same example in an epoch. The state is two integers, and the ids to
+    skip when there are any (`mark`): the next draw of one of them passes over it (counted in
+    `skipped`) and forgets it, so an item is left out for one epoch at a time.
     """
 
     def __init__(self, examples: list[Example], seed: int, rank: int = 0, world: int = 1):
@@ -91,6 +122,8 @@ class DataStream:
             raise ValueError("the training set is empty")
         self.examples, self.seed, self.rank, self.world = examples, seed, rank, world
         self.epoch, self.index = 0, 0
+        self.skip: set[str] = set()  # ids passed over at their next draw
+        self.skipped = 0  # draws passed over so far
         self._order = self._perm()
 
     def _perm(self) -> list[int]:
@@ -104,24 +137,40 @@ class DataStream:
             if self.index >= len(self._order):
                 self.epoch, self.index = self.epoch + 1, 0
                 self._order = self._perm()
-            out.append(self.examples[self._order[self.index]])
+            ex = self.examples[self._order[self.index]]
             self.index += 1
+            if ex.id in self.skip:
+                self.skip.discard(ex.id)
+                self.skipped += 1
+                continue
+            out.append(ex)
         return out
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
+    def mark(self, zero_variance: Mapping[str, bool]) -> None:
+        """Record the groups just sampled (id -> whether its rewards were all equal): those are passed
+        over at their next draw, the others drawn as usual."""
+        for ex_id, zero in zero_variance.items():
+            if zero:
+                self.skip.add(ex_id)
+            else:
+                self.skip.discard(ex_id)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, **({"skip": sorted(self.skip)} if self.skip else {})}
 
     @staticmethod
-    def rescaled(state: dict[str, int], old_world: int, new_world: int) -> dict[str, int]:
+    def rescaled(state: dict, old_world: int, new_world: int) -> dict:
         """A process's position when a run written by `old_world` processes resumes on `new_world`.
 
         Process r of W takes positions r, r+W, ... of the epoch's permutation, so after `index`
         draws each, the first index x W positions are used; the new processes continue from there.
+        The ids to skip are the same in every process.
         """
-        return {"epoch": int(state["epoch"]), "index": int(state["index"]) * old_world // new_world}
+        return {**state, "epoch": int(state["epoch"]), "index": int(state["index"]) * old_world // new_world}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self.skip = set(state.get("skip", ()))
         self._order = self._perm()
 
 

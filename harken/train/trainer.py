@@ -5,15 +5,20 @@ Owns: the life of a run, top to bottom:
     loop { step -> log -> samples -> validate -> checkpoint } -> validate -> save -> check
     replicas -> export RUN/final.
 A step whose loss or gradient norm is NaN or infinite stops the run ("non-finite loss at step N;
-last good checkpoint: DIR") before anything non-finite is written. A resume refuses settings
+last good checkpoint: DIR") before anything non-finite is written; with `optim.on_nonfinite=skip`
+a non-finite gradient norm drops that step's update instead and counts it (train/skipped_steps,
+kept across a resume). A resume refuses settings
 that differ from the checkpoint's (`run.resume_changed`), falls back to an older checkpoint when
 a file of the newest does not load, and cuts metrics and samples back to its step (0 without one).
+Each step shows on a bar on a terminal, else (and with `run.progress=false`) in a plain line every
+`run.log_every` steps with the `postfix` numbers (`harken.progress`). With several processes only
+the main one logs, shows progress and writes, and an error they all meet is printed once.
 A subclass gives only what differs: `kind`, `train_step()` (one optimizer step, returning its
 metrics), `log_samples()`, and optionally `total_steps()`, `make_generator()`, `log_setup()`,
 `before_loop()` and `postfix`.
 Does not own: what a step computes (`harken.train.grpo`, `harken.train.sft`), the pieces it
 orchestrates (`harken.train.policy`, `stream`, `optim`, `checkpoint`, `metrics`, `run_folder`,
-`processes`).
+`processes`), the bar and progress lines (`harken.progress`).
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from harken.data.prompts import get_template
 from harken.eval.answers import accuracy
 from harken.config import ConfigError
 from harken.models.trained_with import training_settings
+from harken.progress import Progress, quiet_library_bars
 from harken.report.metrics import METRICS_FILE, learned_nothing, metric_series, read_metrics
-from harken.train.checkpoint import Checkpoints, CorruptCheckpoint, config_changes, resume_candidates
-from harken.train.metrics import MetricsLogger, progress, truncate_metrics_after
+from harken.train.checkpoint import START_AFRESH, Checkpoints, CorruptCheckpoint, config_changes, resume_candidates
+from harken.train.metrics import MetricsLogger, truncate_metrics_after
 from harken.train.optim import NonFiniteError, all_finite, apply_settings, build_optimizer, state_bytes
 from harken.train.policy import encoder_is_frozen, prepare_model, rounded_away_fraction, trainable_parameters
-from harken.train.processes import check_replicas_agree, make_accelerator
+from harken.train.processes import check_replicas_agree, errors_from_main, make_accelerator
 from harken.train.run_folder import close_run_log, export_final, record_in_run_json, start_run
 from harken.train.stream import CLIP_PROBLEMS, ClipDraw, DataStream, make_audio_loader, resolve_dataset
 
@@ -46,35 +52,39 @@ class Trainer:
     """A training run. Subclasses set `kind` and implement `train_step()` and `log_samples()`."""
 
     kind = ""  # "grpo" or "sft": run.json, checkpoints and the progress bar name it
-    postfix: dict[str, tuple[str, str]] = {}  # progress-bar label -> (metric key, format) shown after each step
+    postfix: dict[str, tuple[str, str]] = {}  # label -> (metric key, format): on the bar / progress line of a step
 
     def __init__(self, cfg, need_reference: bool = False):
         self.cfg = cfg
         self.acc = make_accelerator()
-        self.run_dir = start_run(cfg, self.acc, self.kind)
-        self.lm, self.ref = prepare_model(cfg.model, self.acc.device, need_reference=need_reference)
-        self.template = get_template(cfg.prompt.template)
-        self.skipped_at_start: Counter = Counter()  # items dropped for a clip that does not open (data.skip_bad)
-        train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed, self.skipped_at_start)
-        self.n_train = len(train)
-        self.val = resolve_dataset(cfg.val, self.run_dir, cfg.run.seed)[: cfg.run.eval_limit] if cfg.val.path else []
-        self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
-        self.audio = make_audio_loader(self.lm, cfg.prompt)
-        self.clips = ClipDraw(self.stream, self.audio, cfg.data.path, cfg.data.skip_bad)
-        self.sharded = cfg.model.sharding == "fsdp"
-        self.params = trainable_parameters(self.lm)
-        self.frozen_encoder = encoder_is_frozen(self.lm)
-        self.max_steps = self.total_steps()
-        self.optimizer, self.scheduler = build_optimizer(self.params, cfg.optim, self.scheduler_steps())
-        self._warn_low_precision()
-        self.generator = self.make_generator()
-        self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
-        self.step = 0
-        self.last_checkpoint: Path | None = None  # the newest checkpoint with finite weights (written or resumed from)
-        self.memory_logged = False
-        self.resumed = self._resume()
-        self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
-        self.log_setup()
+        quiet_library_bars()
+        with errors_from_main(self.acc):  # a refused resume, a missing file: printed once, not per process
+            self.run_dir = start_run(cfg, self.acc, self.kind)
+            self.lm, self.ref = prepare_model(cfg.model, self.acc.device, need_reference=need_reference)
+            self.template = get_template(cfg.prompt.template)
+            self.skipped_at_start: Counter = Counter()  # items dropped for a clip that does not open (data.skip_bad)
+            train = resolve_dataset(cfg.data, self.run_dir, cfg.run.seed, self.acc, self.skipped_at_start)
+            self.n_train = len(train)
+            self.val = (resolve_dataset(cfg.val, self.run_dir, cfg.run.seed, self.acc)[: cfg.run.eval_limit]
+                        if cfg.val.path else [])
+            self.stream = DataStream(train, cfg.run.seed, self.acc.process_index, self.acc.num_processes)
+            self.audio = make_audio_loader(self.lm, cfg.prompt)
+            self.clips = ClipDraw(self.stream, self.audio, cfg.data.path, cfg.data.skip_bad)
+            self.sharded = cfg.model.sharding == "fsdp"
+            self.params = trainable_parameters(self.lm)
+            self.frozen_encoder = encoder_is_frozen(self.lm)
+            self.max_steps = self.total_steps()
+            self.optimizer, self.scheduler = build_optimizer(self.params, cfg.optim, self.scheduler_steps())
+            self._warn_low_precision()
+            self.generator = self.make_generator()
+            self.ckpts = Checkpoints(self.run_dir, cfg.run.keep_last)
+            self.step = 0
+            self.last_checkpoint: Path | None = None  # the newest checkpoint with finite weights (written or resumed from)
+            self.memory_logged = False
+            self.skipped_steps = 0  # steps whose update was dropped for a non-finite gradient norm (optim.on_nonfinite=skip)
+            self.resumed = self._resume()
+            self.metrics = MetricsLogger(self.run_dir, cfg.run, {}, self.acc.is_main_process)
+            self.log_setup()
 
     # --- what a subclass may change --------------------------------------------------------------
     def total_steps(self) -> int:
@@ -103,22 +113,26 @@ class Trainer:
 
     # --- the run ---------------------------------------------------------------------------------
     def train(self) -> Path:
+        with errors_from_main(self.acc):  # an error every process meets (a non-finite loss) printed once
+            self.before_loop()
+            self._loop()
+            return self.finish()
+
+    def _loop(self) -> None:
+        """The steps, with a bar on a terminal (`run.progress`) or a plain line every `run.log_every` steps."""
         run = self.cfg.run
-        self.before_loop()
-        bar = progress(self.max_steps, self.step, run.progress and self.acc.is_main_process, self.kind)
-        while self.step < self.max_steps:
-            try:
-                metrics, sample = self.train_step()
-                _check_finite(metrics)
-            except NonFiniteError as e:
-                bar.close()
-                self._stop_non_finite(e, self.step + 1)
-            self.step += 1
-            self._after_step(metrics, sample)
-            bar.set_postfix({label: format(metrics.get(key, 0), fmt) for label, (key, fmt) in self.postfix.items()})
-            bar.update(1)
-        bar.close()
-        return self.finish()
+        with Progress(self.max_steps, self.kind, "step", initial=self.step, bar=run.progress, every=run.log_every,
+                      enabled=self.acc.is_main_process) as shown:
+            while self.step < self.max_steps:
+                try:
+                    metrics, sample = self.train_step()
+                    self._check_step(metrics)
+                except NonFiniteError as e:
+                    self._stop_non_finite(e, self.step + 1)
+                self.step += 1
+                shown.update(1, {label: format(metrics[key], fmt) for label, (key, fmt) in self.postfix.items()
+                                 if key in metrics})
+                self._after_step(metrics, sample)
 
     def _after_step(self, metrics: dict[str, float], sample: Any) -> None:
         run, step = self.cfg.run, self.step
@@ -132,6 +146,17 @@ class Trainer:
             self.validate()
         if run.save_every and step % run.save_every == 0 and step < self.max_steps:
             self.save()
+
+    def _check_step(self, metrics: dict[str, float]) -> None:
+        """Stop on a non-finite loss or gradient norm; with optim.on_nonfinite=skip, a non-finite gradient
+        norm (the update was not taken: `optim.clip_and_step`) is counted in train/skipped_steps instead."""
+        skip = self.cfg.optim.on_nonfinite == "skip"
+        if _check_finite(metrics, skip):
+            self.skipped_steps += 1
+            log.warning("step %d: gradient norm %s, its update skipped (optim.on_nonfinite=skip; %d skipped so far)",
+                        self.step + 1, metrics["grad_norm"], self.skipped_steps)
+        if skip:
+            metrics["train/skipped_steps"] = self.skipped_steps
 
     def _stop_non_finite(self, error: NonFiniteError, step: int) -> None:
         """Stop the run: nothing non-finite was written; name the last checkpoint that holds finite weights."""
@@ -191,7 +216,8 @@ class Trainer:
         bad = self.global_reduce({"bad": float(not all_finite(self.params))}, "sum")["bad"]
         if bad:
             self._stop_non_finite(NonFiniteError("non-finite weights"), self.step)
-        self.last_checkpoint = self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, {"kind": self.kind},
+        state = {"kind": self.kind, "skipped_steps": self.skipped_steps}
+        self.last_checkpoint = self.ckpts.save(self.step, self.lm, self.optimizer, self.scheduler, state,
                                                {"data": self.stream.state_dict()}, self.generator, self.acc,
                                                self.sharded, self.cfg)
         return self.last_checkpoint
@@ -226,7 +252,7 @@ class Trainer:
             log.warning("%s holds no config (written by an older harken): its settings cannot be compared", start)
         elif changes and mode == "refuse":
             raise ConfigError(f"resuming from {start} with changed settings ({'; '.join(changes)}): restore them, or "
-                              f"set run.resume_changed=warn to continue with the new ones, or run.resume=never")
+                              f"set run.resume_changed=warn to continue with the new ones, or {START_AFRESH}")
         elif changes:
             (log.warning if mode == "warn" else log.info)("resuming from %s with changed settings: %s", start,
                                                           "; ".join(changes))
@@ -234,6 +260,7 @@ class Trainer:
 
     def _continue_from(self, start: Path, state: dict, rank_state: dict | None, changed: bool) -> None:
         self.step = int(state["step"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         self.last_checkpoint = start
         if rank_state is None:  # written by another number of processes
             old_world = int(state["world"])
@@ -283,8 +310,13 @@ class Trainer:
         return dict(zip(keys, self.acc.reduce(t, op).tolist()))
 
 
-def _check_finite(metrics: dict[str, float]) -> None:
-    """A step whose loss or gradient norm is NaN or infinite stops the run."""
-    for key in ("loss", "grad_norm"):
-        if key in metrics and not math.isfinite(float(metrics[key])):
-            raise NonFiniteError(f"{key} {metrics[key]}")
+def _check_finite(metrics: dict[str, float], skip: bool) -> bool:
+    """A step whose loss or gradient norm is NaN or infinite stops the run (`NonFiniteError`); with `skip`,
+    a step whose gradient norm is (no update was taken) is skipped instead: True. The metrics are the
+    same on every process (reduced over them), so every process decides alike."""
+    bad = [key for key in ("loss", "grad_norm") if key in metrics and not math.isfinite(float(metrics[key]))]
+    if skip and "grad_norm" in bad:
+        return True
+    if bad:
+        raise NonFiniteError(f"{bad[0]} {metrics[bad[0]]}")
+    return False

@@ -13,7 +13,7 @@ def _items(out):
     return [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
+@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni", "voxtral"])
 def test_eval_run_then_continue(tmp_path, synth_dir, tiny_dirs, family):
     out = tmp_path / "eval"
     args = ["eval", "run", "--benchmark", "jsonl", "--data", str(synth_dir / "test.jsonl"),

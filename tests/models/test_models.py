@@ -19,14 +19,21 @@ def _clips(seconds=(1.0, 2.7), seed=0):
     return [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in seconds]
 
 
+def _forward_kwargs(lm, batch):
+    """model(...)'s inputs for a prompt batch (the valid-frame mask under the family's name, if it takes one)."""
+    kw = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "input_features": batch.input_features}
+    if lm.family.feature_mask_arg:
+        kw[lm.family.feature_mask_arg] = batch.feature_mask
+    return kw
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_reload_identical_logits(family, tiny_dirs):
     built = build_tiny(family, seed=0)  # same seed as the saved one
     loaded = load_audio_lm(str(tiny_dirs[family]))
     assert loaded.family is get_family(family)
     batch = loaded.encode_prompts(["Which is louder?", "How many beeps are there?"], _clips())
-    kw = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-          "input_features": batch.input_features, loaded.family.feature_mask_arg: batch.feature_mask}
+    kw = _forward_kwargs(loaded, batch)
     with torch.no_grad():
         a = built.model(**kw).logits
         b = loaded.model(**kw).logits
@@ -36,17 +43,20 @@ def test_save_reload_identical_logits(family, tiny_dirs):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_audio_positions_match_encoder_output(family, tiny_dirs):
     lm = load_audio_lm(str(tiny_dirs[family]))
-    batch = lm.encode_prompts(["a", "b"], _clips((0.6, 3.3)))
+    batch = lm.encode_prompts(["a", "b, a longer question"], _clips((0.6, 3.3)))
     n_placeholders = (batch.input_ids == lm.audio_token_id).sum(-1).tolist()
     assert n_placeholders == batch.audio_token_counts
-    assert n_placeholders[0] < n_placeholders[1]  # shorter clip, fewer tokens
+    if lm.family.whole_window:  # the whole window is heard: every clip gets the same count
+        assert n_placeholders[0] == n_placeholders[1] == lm.family.audio_token_count(batch.input_features.shape[-1])
+    else:
+        assert n_placeholders[0] < n_placeholders[1]  # shorter clip, fewer tokens
     with torch.no_grad():
         enc = lm.encode_audio(batch)
     assert enc.shape[0] == sum(n_placeholders)
     # Left padding: the shorter prompt is padded on the left, and every prompt ends the same way.
     assert batch.attention_mask[0, 0] == 0 and batch.attention_mask[:, -1].all()
     tail = lm.tokenizer.decode(batch.input_ids[0, -12:])
-    assert tail.endswith("assistant\n")
+    assert tail.endswith(lm.family.chat_parts(lm.family)[1])  # "<|im_end|>\n<|im_start|>assistant\n", "[/INST]"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -57,15 +67,15 @@ def test_composed_forward_equals_model_forward(family, tiny_dirs):
     lm = load_audio_lm(str(tiny_dirs[family]))
     batch = lm.encode_prompts(["What is the sound?", "Is the second tone higher or lower than the first one?"], _clips())
     with torch.no_grad():
-        ref = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, input_features=batch.input_features,
-                       **{lm.family.feature_mask_arg: batch.feature_mask}).logits
+        ref = lm.model(**_forward_kwargs(lm, batch)).logits
         hidden, _ = lm.text_forward(lm.embed_prompts(batch), batch.attention_mask, prompt_positions(batch.attention_mask))
         mine = lm.lm_head(hidden)
     valid = batch.attention_mask.bool()
     assert torch.allclose(mine[valid], ref[valid], atol=1e-5)
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if get_family(f).processor_class_name])
+# Voxtral's processor builds prompts from a conversation only (test_voxtral_prompts_are_its_processors).
+@pytest.mark.parametrize("family", [f for f in FAMILIES if get_family(f).processor_class_name and f != "voxtral"])
 def test_saved_folder_loads_with_plain_transformers(family, tiny_dirs):
     from transformers import AutoProcessor
 
@@ -83,6 +93,16 @@ def test_saved_folder_loads_with_plain_transformers(family, tiny_dirs):
     assert torch.equal(inputs["input_ids"], ours.input_ids)
     out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert inputs["input_ids"].shape[1] < out.shape[1] <= inputs["input_ids"].shape[1] + 3
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "voxtral"])  # Voxtral: tests/models/test_voxtral.py
+def test_prompt_ids_equal_tokenizing_the_whole_prompt(family, tiny_dirs):
+    """Special tokens by id and the text between them tokenized == the tokenizer on the whole string
+    (what Qwen's processors and chat templates do), the placeholder repeated."""
+    lm = load_audio_lm(str(tiny_dirs[family]))
+    for text in ("Which is louder?", " leading space\nand a newline", "<answer>B</answer> then <think>"):
+        whole = lm.family.chat_text(text).replace(lm.family.audio_token, lm.family.audio_token * 7, 1)
+        assert lm.family.prompt_ids(lm.tokenizer, text, 7) == lm.tokenizer(whole, add_special_tokens=False)["input_ids"]
 
 
 def test_tokenizer_and_chat_layout(tiny_dirs):
@@ -107,7 +127,7 @@ def test_audio_flamingo_3_layout(tiny_dirs):
     assert [lm.tokenizer.convert_ids_to_tokens(i) for i in lm.eos_ids] == ["<|endoftext|>", "<|im_end|>"]
 
 
-@pytest.mark.parametrize("family", ["qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
+@pytest.mark.parametrize("family", ["qwen2.5-omni", "audio-flamingo-3", "qwen3-omni", "voxtral"])
 def test_model_tiny_cli(tmp_path, capsys, family):
     from harken.cli import main
 
@@ -181,12 +201,14 @@ def test_router_aux_loss_config_is_refused(tmp_path):
         load_audio_lm(str(tmp_path))
 
 
-@pytest.mark.parametrize("preset,family", [("audio-flamingo-3", "audio-flamingo-3"), ("qwen3-omni", "qwen3-omni")])
+@pytest.mark.parametrize("preset,family", [("audio-flamingo-3", "audio-flamingo-3"), ("qwen3-omni", "qwen3-omni"),
+                                           ("voxtral", "voxtral")])
 def test_family_presets_name_their_family(preset, family):
     from harken.config import load_config
     from harken.schema import GRPOConfig
 
     cfg = load_config(GRPOConfig, preset)
     assert cfg.model.path == {"audio-flamingo-3": "nvidia/audio-flamingo-3-hf",
-                              "qwen3-omni": "Qwen/Qwen3-Omni-30B-A3B-Instruct"}[family]
+                              "qwen3-omni": "Qwen/Qwen3-Omni-30B-A3B-Instruct",
+                              "voxtral": "mistralai/Voxtral-Mini-3B-2507"}[family]
     assert (cfg.rollout.group_size, cfg.algo.kl_coef, cfg.model.sharding) == (8, 0.04, "fsdp")

@@ -1,5 +1,5 @@
-"""Failing loudly without losing work: non-finite training stops with the last good checkpoint,
-bad settings and bad paths end in one-line errors, resumes refuse changed settings, metrics are
+"""Failing loudly without losing work: non-finite training stops with the last good checkpoint
+(or, with optim.on_nonfinite=skip, drops that step's update, counted, on every process alike), bad settings and bad paths end in one-line errors, resumes refuse changed settings, metrics are
 cut back to the resumed step."""
 
 from __future__ import annotations
@@ -71,6 +71,76 @@ def test_grpo_non_finite_sampling_stops_and_keeps_the_last_good_checkpoint(tmp_p
                "reward.rewards=[{name: test_grpo:length_reward, weight: 1.0}]", *QUIET])
     assert rc == 1
     _assert_stopped_with_finite_checkpoint(_error(capsys), out)
+
+
+def _nonfinite_run(out: Path, data: Path, bad_step: int, on_nonfinite: str):
+    from nonfinite_step import make_trainer
+
+    return make_trainer(str(out), str(data / "train.jsonl"), bad_step, on_nonfinite)
+
+
+def test_a_nan_gradient_stops_before_the_update(tmp_path, synth_dir):
+    from harken.train.optim import NonFiniteError
+    from nonfinite_step import optimizer_steps
+
+    trainer = _nonfinite_run(tmp_path / "stop", synth_dir, 2, "stop")
+    with pytest.raises(NonFiniteError, match="non-finite loss at step 2; last good checkpoint: none"):
+        trainer.train()
+    assert optimizer_steps(trainer) == 1 and trainer.scheduler.last_epoch == 1
+    assert all(torch.isfinite(p).all() for p in trainer.params)
+
+
+def test_skip_drops_a_nan_step_and_counts_it(tmp_path, synth_dir):
+    from nonfinite_step import optimizer_steps
+
+    out = tmp_path / "skip"
+    trainer = _nonfinite_run(out, synth_dir, 2, "skip")
+    trainer.train()  # no error: step 2 is skipped, step 3 trains
+    assert optimizer_steps(trainer) == 2 and trainer.scheduler.last_epoch == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 1]
+    assert [r["grad_norm"] is None for r in rows] == [False, True, False]  # NaN is written as null
+    assert _finite_checkpoint(out / "checkpoints" / "step-000003")
+    # The count goes on after a resume (a fourth step, from the step-3 checkpoint).
+    assert main(["train", "sft", "--config", "tiny-sft", f"run.out_dir={out}", f"data.path={synth_dir / 'train.jsonl'}",
+                 "val.path=", "run.max_steps=4", "run.save_every=0", "run.sample_every=0", "run.eval_every=0",
+                 "optim.warmup_steps=0", "optim.on_nonfinite=skip", *QUIET]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 1, 1]
+
+
+def test_skip_with_a_huge_rate_keeps_the_weights_finite(tmp_path, synth_dir):
+    """lr 1e3 blows the gradients up from the second step on (which stops the run by default); skipping,
+    every such step is dropped and the run ends with the last finite weights."""
+    out = tmp_path / "sft"
+    assert main(["train", "sft", "--config", "tiny-sft", f"run.out_dir={out}", f"data.path={synth_dir / 'train.jsonl'}",
+                 "val.path=", "optim.lr=1e3", "optim.warmup_steps=0", "optim.on_nonfinite=skip", "run.max_steps=5",
+                 "run.save_every=0", "run.sample_every=0", *QUIET]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r["step"] for r in rows if r["grad_norm"] is None]
+    assert skipped and rows[-1]["train/skipped_steps"] == len(skipped)
+    assert _finite_checkpoint(out / "checkpoints" / "step-000005")
+    assert all(torch.isfinite(t).all() for t in load_file(str(out / "final" / "model.safetensors")).values())
+
+
+@pytest.mark.slow
+def test_two_processes_skip_the_same_step(tmp_path, synth_dir):
+    """A NaN gradient on process 1 only: averaged, it is NaN on both, and both skip that step (no hang;
+    the run's end checks that the replicas agree)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    script = Path(__file__).parent / "nonfinite_step.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           str(tmp_path), str(synth_dir / "train.jsonl"), "2", "skip", "1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trained steps=3 optimizer_steps=2 scheduler_steps=2 finite=True" in proc.stdout
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_steps"] for r in rows] == [0, 1, 1]
+
+
+def test_on_nonfinite_is_checked(capsys):
+    assert main(["train", "grpo", "--print-config", "optim.on_nonfinite=ignore"]) == 2
+    assert _error(capsys) == "optim.on_nonfinite='ignore' is not one of: stop, skip"
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,7 +225,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
 
 
-def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path, synth_dir):
+def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path, synth_dir, warm_toy):  # the toy built before the limit
     out = tmp_path / "full"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-m", "harken.cli", *_grpo(out, synth_dir, "run.sample_every=0")],
@@ -243,6 +313,20 @@ def test_files_get_the_umasks_permissions(tmp_path, umask, mode):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == mode
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_saved_models_get_the_umasks_permissions(tmp_path, umask, mode):
+    """safetensors writes its file 0600 whatever the umask; a saved model folder must not keep that."""
+    from harken.models.toy import build_tiny
+
+    old = os.umask(umask)
+    try:
+        build_tiny("qwen2-audio", tmp_path / "model", seed=0)
+    finally:
+        os.umask(old)
+    files = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "model").iterdir()}
+    assert "model.safetensors" in files and set(files.values()) == {mode}, files
 
 
 def test_replace_folder_swaps_a_whole_folder(tmp_path):

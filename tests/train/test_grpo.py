@@ -58,7 +58,7 @@ def _metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
+@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni", "voxtral"])
 def test_two_steps_move_every_trainable_parameter(tmp_path, synth_dir, family):
     cfg = _cfg(tmp_path, f"model.path=tiny:{family}", data=synth_dir / "train.jsonl")
     trainer, before, after = _run(cfg)
@@ -135,9 +135,10 @@ def test_bad_user_reward_names_function_and_item(tmp_path, synth_dir):
 
 
 def test_dynamic_sampling_logs_zero_variance(tmp_path, synth_dir):
-    # Accuracy alone on an untrained model: (almost) every group is all-zero.
-    cfg = _cfg(tmp_path, "reward.rewards=[{name: accuracy}]", "rollout.dynamic_sampling=true",
-               "rollout.max_resample_rounds=2", "algo.kl_coef=0", data=synth_dir / "train.jsonl")
+    # Accuracy alone on an untrained model (the random toy): (almost) every group is all-zero.
+    cfg = _cfg(tmp_path, "model.path=tiny:qwen2-audio", "reward.rewards=[{name: accuracy}]",
+               "rollout.dynamic_sampling=true", "rollout.max_resample_rounds=2", "algo.kl_coef=0",
+               data=synth_dir / "train.jsonl")
     _run(cfg)
     rows = _metrics(tmp_path)
     assert all(r["groups/zero_variance_frac"] > 0.5 for r in rows)

@@ -259,7 +259,7 @@ def test_cli_tiny_preset_writes_a_loadable_model(tmp_path):
     assert any(not torch.equal(trained[n], p) for n, p in initial.items())
 
 
-@pytest.mark.parametrize("family", ["qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
+@pytest.mark.parametrize("family", ["qwen2.5-omni", "audio-flamingo-3", "qwen3-omni", "voxtral"])
 def test_every_family_trains_and_reloads(tmp_path, timbre_dir, family):
     """Two SFT steps on each other family's toy: the loss covers exactly the target, every trainable
     weight moves, and final/ loads with the family's own transformers class."""
@@ -268,7 +268,8 @@ def test_every_family_trains_and_reloads(tmp_path, timbre_dir, family):
     batch = build_sft_batch(trainer.lm, trainer.template, examples, audio)
     for i, ex in enumerate(examples):
         masked = batch.input_ids[i][batch.loss_mask[i]].tolist()
-        assert trainer.lm.tokenizer.decode(masked) == f"<answer>{ex.answer}</answer><|im_end|>"
+        # The target, then the family's end of turn (Voxtral: "</s>").
+        assert trainer.lm.tokenizer.decode(masked) == f"<answer>{ex.answer}</answer>{trainer.lm.family.end_of_turn}"
     assert all(math.isfinite(r["loss"]) for r in _metrics(tmp_path))
     trainable = [n for n, p in trainer.lm.model.named_parameters() if p.requires_grad]
     assert trainable and [n for n in trainable if torch.equal(before[n], after[n])] == []

@@ -122,7 +122,7 @@ def test_sharded_checkpoints_restore_exactly_on_another_number_of_processes(runs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni"])
+@pytest.mark.parametrize("family", ["qwen2-audio", "qwen2.5-omni", "audio-flamingo-3", "qwen3-omni", "voxtral"])
 def test_sharded_gradients_equal_one_process(tmp_path, family):
     """The same fixed rollouts: gradients gathered from two processes' shards == one unsharded process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
