@@ -3,10 +3,17 @@
 # bf16, built directly on the GPU from the real sizes: nothing is downloaded) on one GPU, one
 # 10 s clip, G = 8 completions of 32 tokens, 3 timed repetitions of both paths after 1 warm-up.
 #
-# Made for one H200 (139 GiB) and a budget of 8 minutes; the run itself should take 2-3.
+# Then the long-completion case (thinking prompts, 256 tokens): the same step with 256-token
+# completions along the shared path (how much of the step generation takes), and `--decode`:
+# milliseconds per decode step at 32 and 256 tokens for harken's loop, the loop it replaced and
+# transformers' `generate` (static and dynamic cache), with a profile of a step.
+#
+# Made for one H200 (139 GiB) and a budget of 12 minutes; the runs themselves should take 6-8.
 # Run from the repository root:
-#     OUT=/some/folder bash scripts/gpu_bench.sh
-# Results: $OUT/gpu-7b-10s-g8/bench.json and bench.md, plus $OUT/bench.log and $OUT/gpu.txt.
+#     OUT=/some/folder bash scripts/gpu_bench.sh    # CASE=short: the 32-token step only; CASE=long: the 256-token cases only
+# Results: $OUT/gpu-7b-10s-g8/bench.json and bench.md (32 tokens), $OUT/gpu-7b-10s-g8-t256/ (256
+# tokens, shared path), $OUT/gpu-7b-decode/decode.json and decode.md, plus $OUT/bench.log and
+# $OUT/gpu.txt.
 #
 # The machine's own python3 (torch with CUDA, transformers, numpy, tqdm) is used, and
 # `python3 -m harken.bench` rather than the `harken` entry point: it runs the same command without
@@ -72,6 +79,17 @@ PY
 
 if [ "${CASE:-bench}" = sharded ]; then sharded_case; exit $?; fi
 
+long_case() {
+    local rc=0
+    timeout 240 python3 -m harken.bench --size 7b --device cuda --dtype bfloat16 --clip-seconds 10 --group-size 8 \
+        --completion-tokens 256 --paths shared --prompts 1 --reps 2 --warmup 1 --out "$OUT/gpu-7b-10s-g8-t256" || rc=1
+    timeout 300 python3 -m harken.bench --decode --size 7b --device cuda --dtype bfloat16 --clip-seconds 10 \
+        --group-size 8 --completion-tokens 32,256 --reps 2 --warmup 1 --out "$OUT/gpu-7b-decode" || rc=1
+    return $rc
+}
+
+if [ "${CASE:-bench}" = long ]; then long_case; exit $?; fi
+
 ARGS=(--size 7b --device cuda --dtype bfloat16 --clip-seconds 10 --group-size 8 --completion-tokens 32
       --prompts 1 --reps 3 --warmup 1 --out "$OUT/gpu-7b-10s-g8")
 # Dry run of the plumbing on any machine: BENCH_ARGS="--size toy --device cpu --out /tmp/x" bash scripts/gpu_bench.sh
@@ -86,5 +104,9 @@ if [ $rc -ne 0 ] && grep -q "OutOfMemoryError\|CUDA out of memory" "$OUT/bench.l
     rc=$?
 fi
 echo "harken bench exited with $rc after $(( $(date +%s) - start )) s"
+if [ "${CASE:-bench}" != short ] && [ -z "${BENCH_ARGS:-}" ]; then
+    long_case || rc=1
+    echo "long-completion cases done after $(( $(date +%s) - start )) s"
+fi
 if [ "${CASE:-bench}" = all ]; then sharded_case || rc=1; fi
 exit $rc

@@ -1,7 +1,9 @@
-"""A benchmark's result files: `bench.json` (what `run_bench` returns) and `bench.md` (its tables).
+"""A benchmark's result files: `bench.json` (what `run_bench` returns) and `bench.md` (its tables);
+`decode.json` (what `run_decode_bench` returns) and `decode.md`.
 
-Owns: `format_table`, `format_markdown` and `write_results`. Does not own: what the numbers are
-(`harken.bench.harness`, `harken.bench.flops`, `harken.bench.memory` define them).
+Owns: `format_table`, `format_markdown`, `write_results`, `format_decode_markdown` and
+`write_decode_results`. Does not own: what the numbers are (`harken.bench.harness`,
+`harken.bench.flops`, `harken.bench.memory`, `harken.bench.decode` define them).
 """
 
 from __future__ import annotations
@@ -126,4 +128,88 @@ def write_results(res: dict[str, Any], out_dir: str | Path) -> Path:
     out = Path(out_dir)
     write_json_atomic(out / "bench.json", res)
     write_text_atomic(out / "bench.md", format_markdown(res))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# decode.md
+# --------------------------------------------------------------------------------------------
+
+_DECODER_LABELS = {"harken": "harken", "previous": "previous loop", "transformers-static": "transformers static",
+                   "transformers-dynamic": "transformers dynamic"}
+
+
+def _decode_header(res: dict[str, Any]) -> list[str]:
+    m, c, mach = res["model"], res["config"], res["machine"]
+    return [
+        f"# harken bench --decode: {m['name']}",
+        "",
+        f"- date: {res['date']}",
+        f"- command: `{res['command']}`",
+        f"- machine: {mach['device_name']} ({mach['cpu_count']} CPUs, torch threads {mach['torch_threads']}), "
+        f"torch {mach['torch']}, transformers {mach['transformers']}",
+        f"- model: {m['parameters'] / 1e6:.1f} M parameters, {m['dtype']}; {c['prompts']} prompt(s) of "
+        f"{m['prompt_tokens']} tokens ({c['clip_seconds']:g} s clip); every completion exactly T tokens, temperature 1",
+        f"- milliseconds per decode step: from a decoder's first sampled token to its last, over the T - 1 steps "
+        f"between them (the prompt pass left out); medians of {c['reps']} repetition(s) after {c['warmup']} "
+        f"warm-up, the decoders in turn in one process",
+    ]
+
+
+def _decode_table(res: dict[str, Any]) -> list[str]:
+    from harken.bench.decode import BASELINES, DECODERS
+
+    head = ("| G | T | " + " | ".join(f"{_DECODER_LABELS[d]} (ms)" for d in DECODERS) + " | "
+            + " | ".join(f"{_DECODER_LABELS[b]} / harken" for b in BASELINES) + " |")
+    lines = [head, "|---|---|" + "---|" * (len(DECODERS) + len(BASELINES))]
+    for r in res["results"]:
+        ms = " | ".join(f"{r['ms_per_step'][d]:.2f}" for d in DECODERS)
+        ratios = " | ".join(f"**{_ratio(r['speedup'][b])}**" if b != "previous" else _ratio(r["speedup"][b])
+                            for b in BASELINES)
+        lines.append(f"| {r['group_size']} | {r['tokens']} | {ms} | {ratios} |")
+    return lines
+
+
+def _profile_table(prof: dict[str, Any]) -> list[str]:
+    loops = prof["loops"]
+    names = list(loops)
+    lines = [f"## Where a decode step's time goes (G = {prof['group_size']}, T = {prof['tokens']}, under torch.profiler)",
+             "", "| | " + " | ".join(f"{n}: µs per step | share | operators per step" for n in names) + " |",
+             "|---|" + "---|---|---|" * len(names)]
+    for kind in loops[names[0]]["kinds"]:
+        cells = []
+        for n in names:
+            k = loops[n]["kinds"][kind]
+            cells.append(f"{k['us']:.0f} | {100 * k['share']:.0f} % | {k['calls']:.0f}" if k["calls"] else
+                         f"{k['us']:.0f} | {100 * k['share']:.0f} % | ")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines.append("| **wall** | " + " | ".join(f"**{loops[n]['wall_us']:.0f}** | 100 % | " for n in names) + " |")
+    for n in names:
+        top = ", ".join(f"{op.removeprefix('aten::')} {us:.0f} µs ({calls:.0f}x)" for op, us, calls in loops[n]["top"])
+        lines += ["", f"Largest operators, {n}: {top}."]
+    return lines
+
+
+def format_decode_markdown(res: dict[str, Any]) -> str:
+    out = _decode_header(res) + ["", "## Milliseconds per decode step", ""] + _decode_table(res) + [""]
+    if res["flatness"]:
+        flat = ", ".join(f"G = {g}: {x:.2f}x" for g, x in res["flatness"].items())
+        out.append(f"harken's per-step time at the longest T over the shortest: {flat}.")
+    out.append("Exactness: harken and the previous loop sampled "
+               + ("identical tokens in every repetition: OK." if res["ok"] else "different tokens: FAILED, ratios withheld."))
+    n = res["noise"]
+    out.append(f"Noise: load average {n['loadavg_before']} before, {n['loadavg_after']} after; matmul "
+               f"{n['matmul_gflops_start']:.1f} -> {n['matmul_gflops_end']:.1f} GFLOP/s; largest (max-min)/median of "
+               f"harken's per-step time over repetitions {100 * n['max_spread']:.0f} %.")
+    if n.get("warning"):
+        out.append(f"**Warning: {n['warning']}.**")
+    out += [""] + _profile_table(res["profile"])
+    return "\n".join(out) + "\n"
+
+
+def write_decode_results(res: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write decode.json and decode.md into `out_dir` (created if needed); returns the folder."""
+    out = Path(out_dir)
+    write_json_atomic(out / "decode.json", res)
+    write_text_atomic(out / "decode.md", format_decode_markdown(res))
     return out

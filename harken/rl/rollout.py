@@ -12,6 +12,15 @@ a model (policy with gradients, reference or old policy without). Two paths, cho
 - naive (`shared=False`): every prompt is repeated G times and processed in full, as the released
   R1-AQA trainer and TRL do. Kept as the reference the tests and `harken bench` compare against.
 
+Decoding (`start_decode`, then `decode`, one `decode_step` per token; both paths, and evaluation's
+greedy answers through `generate`): the keys and values live in tensors allocated once for the
+prompt and the whole budget (`_BudgetLayer`), written in place at each step; attention reads the
+filled part as a view, so it sees exactly the keys a cache grown by concatenation would hold (the
+same arithmetic, the same tokens). The attention mask is made once for all positions, the position
+ids advance in place, the head runs on the last position only, and rows that ended are masked
+(never dropped: every row's arithmetic stays that of its own batch). `harken bench --decode`
+measures it against the loop it replaced and transformers' `generate`.
+
 Shapes: B prompts, G completions per prompt, N = B*G completion rows (rows of one prompt are
 contiguous), P prompt tokens (left padded), T completion tokens, H hidden size, V vocab.
 
@@ -25,6 +34,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from transformers.cache_utils import Cache, CacheLayerMixin
 
 from harken.models.audio_lm import AudioLM, PromptBatch
 
@@ -136,37 +147,138 @@ def generate(
 
 def _generate(lm: AudioLM, batch: PromptBatch, g: int, params: SamplingParams, shared: bool,
               encoded_audio: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+    state = start_decode(lm, batch, g, params.max_new_tokens, shared=shared, encoded_audio=encoded_audio)
+    return decode(lm, state, params, generator)
+
+
+class _BudgetLayer(CacheLayerMixin):
+    """One layer's keys and values in tensors allocated once for the prompt and the whole completion
+    budget ([N, kv heads, P + T, d]). A forward writes its new positions in place and attends to the
+    filled part, a view: the keys and values a cache grown by concatenation would hold, in the same
+    order, without copying the ones already there."""
+
+    is_sliding = False
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int):
+        super().__init__()
+        self.keys, self.values, self.filled = keys, values, filled
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        raise AssertionError("a decode cache is allocated when it is made")
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.filled + key_states.shape[-2]
+        if end > self.keys.shape[2]:
+            raise RuntimeError(f"decode cache of {self.keys.shape[2]} positions is full")
+        self.keys[:, :, self.filled : end].copy_(key_states)
+        self.values[:, :, self.filled : end].copy_(value_states)
+        self.filled = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.filled + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.filled
+
+    def get_max_length(self) -> int:
+        return self.keys.shape[2]
+
+
+@dataclass
+class DecodeState:
+    """N rows ready to decode T tokens: their prompt in a cache with room for the whole budget.
+
+    Shapes: N rows, P prompt width, T budget, V vocab.
+    """
+
+    cache: Cache  # one `_BudgetLayer` per layer, P positions filled
+    logits: torch.Tensor  # [N, V] next-token logits after the prompt (only the last position's)
+    # Attention mask over P + T positions, in the form the model's attention takes it (sdpa:
+    # [N, 1, 1, P + T] bool, used as given; others: [N, P + T], from which the model builds its
+    # own); None when no prompt is padded.
+    mask: torch.Tensor | None
+    positions: torch.Tensor  # [N, 1] position id of the next token, advanced in place
+
+    @property
+    def filled(self) -> int:
+        return self.cache.layers[0].filled
+
+
+def start_decode(lm: AudioLM, batch: PromptBatch, group_size: int, budget: int, *, shared: bool = True,
+                 encoded_audio: torch.Tensor | None = None) -> DecodeState:
+    """Run the prompts (once per group when `shared`, G times each otherwise) into a cache of
+    P + `budget` positions for the B*G rows. Inside a pass (`AudioLM.call`), without gradients."""
+    g = group_size
     if shared:
         prefix = _prefix(lm, batch, encoded_audio)
-        kv = [(k.repeat_interleave(g, 0), v.repeat_interleave(g, 0)) for k, v in prefix.cache_kv]
-        cache = _cache_from(lm, kv)
-        last = prefix.last_hidden.repeat_interleave(g, 0)  # [N, H]
-        attn = prefix.attention_mask.repeat_interleave(g, 0)  # [N, P]
-        next_pos = prefix.lengths.repeat_interleave(g, 0)  # [N]
     else:
         rep = batch.repeat_interleave(g)
         prefix = _prefix(lm, rep, None if encoded_audio is None else _repeat_audio(encoded_audio, batch, g))
-        cache = _cache_from(lm, prefix.cache_kv)
-        last, attn, next_pos = prefix.last_hidden, prefix.attention_mask, prefix.lengths
-    logits = lm.lm_head(last)  # [N, V]
-    n = logits.shape[0]
+        g = 1
+    b, p = prefix.attention_mask.shape
+    layers = []
+    for k, v in prefix.cache_kv:
+        buffers = []
+        for x in (k, v):
+            buf = x.new_empty(b, g, x.shape[1], p + budget, x.shape[3])
+            buf[:, :, :, :p].copy_(x[:, None])  # each prompt's rows share its keys and values
+            buffers.append(buf.view(b * g, x.shape[1], p + budget, x.shape[3]))
+        layers.append(_BudgetLayer(*buffers, filled=p))
+    logits = lm.lm_head(prefix.last_hidden.repeat_interleave(g, 0))  # [N, V]
+    mask = _decode_mask(lm, prefix.attention_mask.repeat_interleave(g, 0), budget)
+    positions = prefix.lengths.repeat_interleave(g, 0)[:, None].clone()
+    return DecodeState(Cache(layers=layers), logits, mask, positions)
+
+
+def _decode_mask(lm: AudioLM, prompt_mask: torch.Tensor, budget: int) -> torch.Tensor | None:
+    """`DecodeState.mask` for left-padded prompts [N, P]: every completion position is attended to.
+
+    What transformers would make of the concatenated 2-D mask: the 4-D boolean form for sdpa, built
+    once; none without padding (a mask of ones would select another sdpa kernel, whose results
+    differ in the last bit); the 2-D mask for other attentions, which build their own from it.
+    """
+    if bool(prompt_mask.all()):
+        return None
+    full = torch.ones(prompt_mask.shape[0], prompt_mask.shape[1] + budget, dtype=prompt_mask.dtype,
+                      device=prompt_mask.device)
+    full[:, : prompt_mask.shape[1]] = prompt_mask
+    if lm.family.module(lm.model, "language_model").config._attn_implementation == "sdpa":
+        return full.bool()[:, None, None, :]
+    return full
+
+
+def decode_step(lm: AudioLM, state: DecodeState, tokens: torch.Tensor) -> torch.Tensor:
+    """Feed one token per row [N]; returns the next-token logits [N, V] (the last position only)."""
+    mask = None if state.mask is None else state.mask[..., : state.filled + 1]
+    hidden, _ = lm.text_forward(lm.embed_tokens(tokens[:, None]), mask, state.positions, state.cache)
+    state.positions += 1
+    return lm.lm_head(hidden[:, -1])
+
+
+def decode(lm: AudioLM, state: DecodeState, params: SamplingParams,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample up to `params.max_new_tokens` tokens per row (at most the cache's budget).
+
+    Returns:
+        [N, T'] ids; T' stops at the step where every row has ended; a row that ended holds the pad
+        id after its end-of-turn token (it keeps being fed, its tokens masked: no row is dropped,
+        so the batch, and with it every row's arithmetic, stays that of the prompt pass).
+    """
+    logits = state.logits
+    n, steps = logits.shape[0], params.max_new_tokens
     eos = torch.tensor(lm.eos_ids, device=logits.device)
-    out = torch.full((n, params.max_new_tokens), lm.pad_id, dtype=torch.long, device=logits.device)
+    out = torch.full((n, steps), lm.pad_id, dtype=torch.long, device=logits.device)
     done = torch.zeros(n, dtype=torch.bool, device=logits.device)
-    steps = 0
-    for t in range(params.max_new_tokens):
-        tok = _sample(logits, params, generator)
-        tok = torch.where(done, torch.full_like(tok, lm.pad_id), tok)
+    for t in range(steps):
+        tok = _sample(logits, params, generator).masked_fill_(done, lm.pad_id)
         out[:, t] = tok
-        steps = t + 1
         done |= torch.isin(tok, eos)
-        if bool(done.all()) or t == params.max_new_tokens - 1:
-            break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-        hidden, cache = lm.text_forward(lm.embed_tokens(tok[:, None]), attn, next_pos[:, None], cache)
-        next_pos = next_pos + 1
-        logits = lm.lm_head(hidden[:, -1])
-    return out[:, :steps]
+        if t == steps - 1 or bool(done.all()):
+            return out[:, : t + 1]
+        logits = decode_step(lm, state, tok)
+    return out[:, :0]
 
 
 def _repeat_audio(encoded: torch.Tensor, batch: PromptBatch, g: int) -> torch.Tensor:

@@ -30,14 +30,20 @@ Parts (bytes per GPU; sw = s, or for LoRA adapters 4 with master_weights (peft's
   pass buffers  logits workspace n*T*V*(8, or 8 + c when c < 4) + prompt key/value gradients
                 B*P*kv (+ the prompt's cache itself when attention saved copies of it: autocast,
                 or B > 1 with nkv < nh)
-  KV cache      (B*P prompt + R*P repeated prompt kept by the loop + R*(P+T) cache + R*(P+T)/L
-                one layer being appended) * kv   (naive path: R*P instead of B*P), where
-                kv = L*2*nkv*dh*c, or *4 under autocast: with fp32 embeddings the stream, the
-                rotary tables and so the cached keys (and values, promoted by the append) are fp32
+  KV cache      (B*P prompt + R*(P+T) cache) * kv (naive path: R*P instead of B*P): the prompt's
+                keys and values, alive while the decode loop's cache of P+T positions per row is
+                filled from them; kv = L*2*nkv*dh*c, or *4 under autocast: with fp32 embeddings
+                the stream, the rotary tables and so the cached keys and values are fp32
+  prompt pass   the rollout's prompt pass where it needs more than the KV cache (its excess): the
+                larger of the decoder's, B*P*kv + B*P*c*((3 + LoRA)*f + 4.5h) (its keys and values
+                so far and one layer's MLP) + B*P*P*c (float mask, B > 1), and the encoder's,
+                B*c*max(S*(2f_e + 4d), F*(k*M + 4d)) (a layer, or the stem over F mel frames; k 3
+                when the encoder pads its input into chunks, else 1) + B*P*h*c (prompt embeddings);
+                B clips and rows (naive path: R)
   gen weights   none + autocast: c*(Wt - embeddings) (autocast's cached casts); fsdp: c*W (gathered)
   step buffers  none: the larger of the flat all-reduce copy sw*Wt (N > 1) and AdamW's foreach
                 temporary sw*Wt (CUDA; on CPU up to 3 of the largest trained tensor); fsdp: sw*Wt/N
-Phases: generation = weights + optimizer + reference + gen weights + KV cache; policy pass =
+Phases: generation = weights + optimizer + reference + gen weights + KV cache + prompt pass; policy pass =
 weights + optimizer + reference + gradients + pass weights + activations + pass buffers;
 optimizer step = weights + optimizer + reference + gradients + step buffers. Peak = the largest;
 a run fits when it is at most 90% of the card (CUDA context, NCCL buffers, fragmentation).
@@ -87,11 +93,12 @@ PARTS = {
     "activations": "activations saved for backward",
     "pass_buffers": "logits and prompt-gradient buffers",
     "kv_cache": "rollout KV cache",
+    "gen_pass": "rollout prompt pass (beyond the cache)",
     "gen_weights": "weights gathered/cast for rollout",
     "step_buffers": "optimizer-step buffers",
 }
 PHASES = {
-    "generation": ("weights", "optimizer", "reference", "gen_weights", "kv_cache"),
+    "generation": ("weights", "optimizer", "reference", "gen_weights", "kv_cache", "gen_pass"),
     "policy pass": ("weights", "optimizer", "reference", "gradients", "pass_weights", "activations", "pass_buffers"),
     "optimizer step": ("weights", "optimizer", "reference", "gradients", "step_buffers"),
 }
@@ -339,7 +346,15 @@ def plan_memory(cfg, gpus: int, sizes: ModelSizes, *, sharding: str | None = Non
         parts["pass_buffers"] = n * new * a.vocab * logits_work
     if grpo:
         prefix_rows = b if shared else rows
-        parts["kv_cache"] = (prefix_rows * p + rows * p + rows * (p + t) * (1 + 1 / a.layers)) * kv_pos
+        parts["kv_cache"] = (prefix_rows * p + rows * (p + t)) * kv_pos
+        # The prompt pass, without gradients: its decoder at one layer's MLP, or its encoder.
+        decoder = prefix_rows * p * (kv_pos + c * ((3 + lora) * f + 4.5 * h)) + (prefix_rows * p * p * c if b > 1 else 0)
+        whole = fam.name == "qwen2-audio" or fam.whole_window
+        positions = a.enc_positions if whole else (frames - 1) // 2 + 1
+        mel_frames = 2 * a.enc_positions if whole else frames
+        stem = mel_frames * ((3 if a.n_window else 1) * a.mel_bins + 4 * a.enc_d)
+        encoder = prefix_rows * c * max(positions * (2 * a.enc_ffn + 4 * a.enc_d), stem) + prefix_rows * p * h * c
+        parts["gen_pass"] = max(0.0, decoder - parts["kv_cache"], encoder - parts["kv_cache"])
 
     # Optimizer step.
     if sharding == "fsdp":

@@ -110,3 +110,53 @@ def test_saved_tensor_meter_counts_live_storage_once():
 def test_7b_refuses_cpu():
     with pytest.raises(ValueError, match="--device cuda"):
         build_model(BenchConfig(size="7b", device="cpu"))
+
+
+def test_decode_bench_end_to_end(tmp_path):
+    """`harken bench --decode` on the toy: every decoder timed at every (G, T), the loops' tokens equal,
+    ratios and the profile written; decode.md holds the table."""
+    from harken.bench.decode import BASELINES, DECODERS
+
+    out = tmp_path / "decode"
+    assert main(["bench", "--decode", "--size", "toy", "--clip-seconds", "1", "--group-size", "2",
+                 "--completion-tokens", "3,6", "--reps", "1", "--warmup", "0", "--matmul-size", "128",
+                 "--out", str(out)]) == 0
+    res = json.loads((out / "decode.json").read_text())
+    assert res["ok"] and [(r["group_size"], r["tokens"]) for r in res["results"]] == [(2, 3), (2, 6)]
+    for r in res["results"]:
+        assert set(r["ms_per_step"]) == set(DECODERS) and r["tokens_equal"] == 1.0
+        assert all(math.isfinite(r["speedup"][b]) for b in BASELINES)
+        assert all(v > 0 for v in r["generate_s"].values())
+    assert set(res["flatness"]) == {"2"}
+    prof = res["profile"]
+    assert (prof["group_size"], prof["tokens"]) == (2, 6) and set(prof["loops"]) == {"harken", "previous"}
+    for loop in prof["loops"].values():
+        assert sum(k["us"] for k in loop["kinds"].values()) == pytest.approx(loop["wall_us"], rel=1e-6)
+    md = (out / "decode.md").read_text()
+    assert md.count("| 2 | 6 |") == 1 and "Where a decode step's time goes" in md
+
+
+def test_profile_summary_kinds_and_remainder():
+    from harken.bench.decode import OTHER_OPS, OUTSIDE, summarise_profile
+
+    events = [("aten::mm", 20, 400.0), ("aten::_scaled_dot_product_flash_attention_for_cpu", 4, 200.0),
+              ("aten::cat", 10, 100.0), ("aten::multinomial", 2, 50.0), ("aten::mul", 40, 50.0)]
+    s = summarise_profile(events, steps=2, wall_s=0.001)  # 500 µs per step
+    kinds = s["kinds"]
+    assert s["wall_us"] == pytest.approx(500.0)
+    assert kinds["matrix products"]["us"] == 200.0 and kinds["matrix products"]["calls"] == 10
+    assert kinds["attention"]["us"] == 100.0 and kinds["sampling"]["us"] == 25.0
+    assert kinds["cache and mask: copies, concatenation"]["us"] == 50.0 and kinds[OTHER_OPS]["us"] == 25.0
+    assert kinds[OUTSIDE]["us"] == pytest.approx(100.0) and kinds[OUTSIDE]["share"] == pytest.approx(0.2)
+    assert s["top"][0] == ("aten::mm", 200.0, 10.0)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--group-size", "8,16"], "lists only with --decode"),
+    (["--decode", "--paths", "shared"], "--paths"),
+    (["--decode", "--micro-batch", "2"], "--micro-batch"),
+    (["--decode", "--completion-tokens", "1,8"], "at least 2"),
+])
+def test_bench_refuses_options_of_the_other_benchmark(argv, message, tmp_path, capsys):
+    assert main(["bench", "--size", "toy", *argv, "--out", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err

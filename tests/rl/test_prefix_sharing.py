@@ -1,7 +1,8 @@
 """Exactness of the shared-prefix path against the naive repeated-prompt path.
 
-Same tokens when generating, same log-probs and the same gradient for every trainable parameter
-(fp32 tolerance), for several prompts of different lengths, ragged completions, completion
+Same tokens when generating (also over long completions, and as the decode loop that grew its
+cache by concatenation, `harken.bench.decode.concat_generate`), same log-probs and the same
+gradient for every trainable parameter (fp32 tolerance), for several prompts of different lengths, ragged completions, completion
 micro-batches, LoRA (reference = adapter disabled), a frozen encoder with its output reused.
 These tests also guard the transformers cache internals the shared path relies on. They run on
 every registered family's toy (the real transformers classes); tolerance, all in fp32: log-probs
@@ -76,6 +77,27 @@ def test_generation_identical(family):
         b = generate(lm, batch, G, sampled, shared=False, generator=torch.Generator().manual_seed(3))
         assert torch.equal(a, b), sampled
         assert a.shape[0] == 2 * G
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_long_generation_identical_to_naive_and_previous_loop(family):
+    """160-token completions (thinking-prompt lengths): the pre-allocated decode cache samples the same
+    tokens as the naive path and as the loop that grew its cache by concatenation, greedy and sampled,
+    with padded prompts (two of different lengths) and without (one prompt)."""
+    from harken.bench.decode import concat_generate
+
+    lm, batch = _setup(family)
+    single = lm.encode_prompts(["Short?"], [(0.1 * np.random.default_rng(1).standard_normal(20000)).astype(np.float32)])
+    for params in (SamplingParams(max_new_tokens=160, greedy=True),
+                   SamplingParams(max_new_tokens=160, temperature=1.0, top_k=50)):
+        gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+        shared = generate(lm, batch, G, params, shared=True, generator=gen())
+        assert torch.equal(shared, generate(lm, batch, G, params, shared=False, generator=gen())), params
+        assert torch.equal(shared, concat_generate(lm, batch, G, params, generator=gen())), params
+        one = generate(lm, single, G, params, generator=gen())
+        assert torch.equal(one, concat_generate(lm, single, G, params, generator=gen())), params
+        if not params.greedy:  # long: the sampled rows do not all end within a few tokens
+            assert shared.shape[1] > 100
 
 
 def test_top_k_and_min_p_keep_what_transformers_keeps():

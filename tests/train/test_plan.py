@@ -40,8 +40,11 @@ def test_parts_by_hand(toy_sizes):
     assert p.parts["weights"] == 4 * W and p.parts["reference"] == 4 * W  # fp32 compute: no master copy, no casts
     assert p.parts["gradients"] == 4 * WT and p.parts["optimizer"] == 8 * WT
     assert p.parts["pass_weights"] == 0 and p.parts["gen_weights"] == 0
-    # KV cache: (B*P + R*P + R*(P+T)*(1 + 1/L)) positions x L*2*nkv*dh*4 bytes = 512 bytes each.
-    assert p.parts["kv_cache"] == (145 + 2 * 145 + 2 * 148 * 1.5) * 512
+    # KV cache: (B*P + R*(P+T)) positions x L*2*nkv*dh*4 bytes = 512 bytes each.
+    assert p.parts["kv_cache"] == (145 + 2 * 148) * 512
+    # Prompt pass: decoder 145*(512 + 4*(3*128 + 4.5*64)) = 464,000; encoder (its whole 5 s window)
+    # 4*max(250*(2*128 + 4*64), 500*(128 + 4*64)) + 145*64*4 = 805,120: the stem's moment, above the cache.
+    assert p.parts["gen_pass"] == 805_120 - (145 + 2 * 148) * 512
     # Activations. Per token and layer: norms 2*(4h + 4 + 2*4h) = 1544, attention 2*4h + 4*4 = 528, MLP 4*4f = 2048;
     # final norm 4h + 4 + 4h = 516 per token.
     per_tok, final = 1544 + 528 + 2048, 516
@@ -53,7 +56,7 @@ def test_parts_by_hand(toy_sizes):
     assert p.parts["activations"] == pytest.approx(prompt + encoder + micro)
     assert p.parts["pass_buffers"] == 2 * 3 * 470 * 8 + 145 * 512  # logits workspace, prompt key/value gradients
     assert p.parts["step_buffers"] == 4 * WT  # AdamW's foreach temporary (one process: no all-reduce copy)
-    assert p.phases["generation"] == 4 * W + 8 * WT + 4 * W + p.parts["kv_cache"]
+    assert p.phases["generation"] == 4 * W + 8 * WT + 4 * W + 805_120
 
 
 def test_sharding_master_weights_and_lora_by_hand(toy_sizes):
