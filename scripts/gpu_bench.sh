@@ -67,7 +67,7 @@ sharded_case() {
     model=/tmp/qwen2-audio-7b-random
     python3 - "$model" <<'PY' || return 1
 import sys, torch
-from harken.models.config7b import build_7b
+from harken.models.known import build_7b
 from harken.models.loading import save_audio_lm
 save_audio_lm(build_7b("cuda", torch.bfloat16), sys.argv[1])
 PY

@@ -9,7 +9,9 @@ FLOPs (`flops` in bench.json): counted analytically from the architecture, matri
 (2 FLOPs per multiply-add; norms, activations, rotary embeddings, softmax over the vocabulary,
 sampling and the optimizer are left out, as is the 1-2 % of biases):
     text model, forward, per row with `new` tokens after `past` cached ones:
-        linear      2 * new * L * (h*(nh + 2*nkv)*dh + nh*dh*h + 3*h*f)
+        linear      2 * new * (L * (h*(nh + 2*nkv)*dh + nh*dh*h) + (L - Lm)*3*h*f + Lm*(k*3*h*fx + h*E))
+                    (Lm of the L layers are mixture-of-experts: a router h -> E, then each token
+                    through k experts of width fx; the others a dense MLP of width f)
         attention   4 * L * nh * dh * (new*past + new*(new+1)/2)     (causal: keys actually visible)
     lm_head         2 * h * V per position where logits are computed
     audio encoder, per clip (Qwen2-Audio: always the full window of F = 2*max_source_positions
@@ -17,13 +19,22 @@ sampling and the optimizer are left out, as is the 1-2 % of biases):
     frames whose attention stays inside the chunk):
         convs       2*3*M*d*F + 2*3*d*d*F/2                   (M mel bins, d = d_model)
         layers      L_e * (2*S*(4*d*d + 2*d*f_e) + 4*d*sum over attention blocks of s^2)
-        projector   2 * d * h per audio token (Omni: 2 * d * output_dim; Voxtral, 4 frames per
-                    token through two layers: 2 * (f_e*h + h*h) with f_e = 4*d, 375 tokens per 30 s)
+        projector   per audio token 2 * p_in * h for its first layer, + 2 * h * h for a second
+                    (Qwen2-Audio: one layer, p_in = d; Audio Flamingo 3: two with GELU between,
+                    p_in = d; Voxtral: two, on 4 consecutive frames side by side, p_in = the
+                    encoder's intermediate_size = 4*d, 375 tokens per 30 s); Omni: inside the
+                    tower, 2 * d * output_dim
+    Audio Flamingo 3's and Voxtral's encoders run the whole window as Qwen2-Audio's does. Not
+    modelled: Qwen3-Omni's encoder (a 3-layer conv2d stem over chunks of 2*n_window frames,
+    attention in windows of n_window_infer frames, a two-layer output projection); it is counted
+    as Qwen2-Audio's tower, with no separate projector.
     backward = 2 x forward for every module that trains (x3 for forward + backward), less the
     input gradient of the first module on the audio path, which nothing needs (conv1 when the
-    encoder trains, Qwen2-Audio's projector, or the first layer of Voxtral's, when it is frozen).
+    encoder trains, the projector's first layer when it is frozen).
     Without the attention terms this count equals torch's FlopCounterMode exactly for all
-    three phases and both paths, for Qwen2-Audio, Qwen2.5-Omni and Voxtral (tests/bench/test_bench.py).
+    three phases and both paths, for Qwen2-Audio, Qwen2.5-Omni, Audio Flamingo 3 and Voxtral,
+    and for Qwen3-Omni's mixture-of-experts language model (tests/bench/test_bench.py,
+    tests/bench/test_flops_known.py).
     Per phase, P = padded prompt width, T completion tokens:
         generation  encoder + prompt (B rows shared, N naive) + lm_head(N) + (T-1) decode steps
                     of N rows (step t attends to P+t+1 keys) + lm_head(N) each;
@@ -46,6 +57,11 @@ from typing import Any
 
 from harken.models.families import Family, audio_tokens_for_frames, voxtral_audio_tokens
 
+# Layers of each family's separate audio projector (transformers' Qwen2AudioMultiModalProjector: one
+# Linear; AudioFlamingo3MultiModalProjector and VoxtralMultiModalProjector: Linear, GELU, Linear);
+# the Omni thinkers project inside their audio tower.
+PROJECTOR_LAYERS = {"qwen2-audio": 1, "audio-flamingo-3": 2, "voxtral": 2}
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -66,10 +82,17 @@ class Arch:
     enc_positions: int  # max_source_positions: the Qwen2-Audio encoder always runs all of them
     n_window: int  # Omni: attention chunk = 2*n_window mel frames
     proj_out: int  # width the audio is projected to
+    proj_layers: int = 0  # layers of the separate projector (0: inside the tower)
+    proj_in: int = 0  # the projector's input width per audio token
+    experts: int = 0  # E experts per mixture-of-experts layer (0: a dense model)
+    experts_per_token: int = 0  # k
+    expert_ffn: int = 0  # fx, one expert's MLP width
+    moe_layers: int = 0  # Lm of the layers are mixture-of-experts
 
     @classmethod
     def from_config(cls, config, family: Family) -> "Arch":
         t, a = config.text_config, config.audio_config
+        experts = int(getattr(t, "num_experts", 0) or 0)
         return cls(
             family=family.name,
             hidden=t.hidden_size,
@@ -86,17 +109,26 @@ class Arch:
             enc_positions=a.max_source_positions,
             n_window=int(getattr(a, "n_window", 0) or 0),
             proj_out=int(getattr(a, "output_dim", 0) or t.hidden_size),
+            proj_layers=PROJECTOR_LAYERS.get(family.name, 0),
+            # Voxtral's projector takes 4 encoder frames at once: config.audio_config.intermediate_size wide.
+            proj_in=a.encoder_ffn_dim if family.name == "voxtral" else a.d_model,
+            experts=experts,
+            experts_per_token=int(getattr(t, "num_experts_per_tok", 0) or 0) if experts else 0,
+            expert_ffn=int(getattr(t, "moe_intermediate_size", 0) or 0) if experts else 0,
+            moe_layers=sparse_layers(t) if experts else 0,
         )
 
     @property
-    def text_linear_per_token(self) -> int:
-        """Multiply-adds of one decoder layer's projections for one token."""
-        h, dh = self.hidden, self.head_dim
-        return h * (self.heads + 2 * self.kv_heads) * dh + self.heads * dh * h + 3 * h * self.ffn
+    def decoder_linear_per_token(self) -> int:
+        """Multiply-adds of all decoder layers' projections (and routers) for one token."""
+        h, dh, lm = self.hidden, self.head_dim, self.moe_layers
+        attention = h * (self.heads + 2 * self.kv_heads) * dh + self.heads * dh * h
+        moe = self.experts_per_token * 3 * h * self.expert_ffn + h * self.experts
+        return self.layers * attention + (self.layers - lm) * 3 * h * self.ffn + lm * moe
 
     def text(self, rows: int, new: int, past: int, attention: bool = True) -> float:
         """Forward FLOPs of the decoder for `rows` rows of `new` tokens after `past` cached ones."""
-        linear = 2.0 * rows * new * self.layers * self.text_linear_per_token
+        linear = 2.0 * rows * new * self.decoder_linear_per_token
         attn = 4.0 * rows * self.layers * self.heads * self.head_dim * (new * past + new * (new + 1) / 2)
         return linear + attn * attention
 
@@ -106,11 +138,11 @@ class Arch:
     def encoder(self, valid_frames: list[int], attention: bool = True) -> dict[str, float]:
         """Forward FLOPs of the audio encoder for clips of these valid mel frames, in three parts:
         "conv1" (its input gradient is never needed), "tower" (the rest of the encoder) and
-        "projector" (Qwen2-Audio's and Voxtral's projector, which trains even with a frozen encoder;
-        the Omni projection is inside the tower); and "projector_input_grad", the projector's first
-        layer, whose input gradient nothing needs when the encoder is frozen."""
+        "projector" (a separate projector, which trains even with a frozen encoder; the Omni
+        projection is inside the tower); and "projector_input_grad", the projector's first layer,
+        whose input gradient nothing needs when the encoder is frozen."""
         parts = {"conv1": 0.0, "tower": 0.0, "projector": 0.0, "projector_input_grad": 0.0}
-        clip = {"qwen2.5-omni": self._omni_clip, "voxtral": self._voxtral_clip}.get(self.family, self._qwen2_audio_clip)
+        clip = self._omni_clip if self.family == "qwen2.5-omni" else self._whole_window_clip
         count = voxtral_audio_tokens if self.family == "voxtral" else audio_tokens_for_frames
         for n in valid_frames:
             for key, value in clip(n, int(count(n)), attention).items():
@@ -134,20 +166,29 @@ class Arch:
         tower += 2.0 * d * self.proj_out * tokens
         return {"conv1": 2.0 * 3 * self.mel_bins * d * padded * len(chunks), "tower": tower}
 
-    def _qwen2_audio_clip(self, n: int, tokens: int, attention: bool) -> dict[str, float]:
-        """Always the full window, whatever the clip's valid frames; a separate projector."""
+    def _whole_window_clip(self, n: int, tokens: int, attention: bool) -> dict[str, float]:
+        """Always the full window, whatever the clip's valid frames; a separate projector of one or two layers."""
         d, s = self.enc_d, self.enc_positions
         tower = 2.0 * 3 * d * d * s
         tower += self.enc_layers * (2.0 * s * self._enc_layer_linear + 4.0 * d * s * s * attention)
-        proj = 2.0 * d * self.hidden * tokens
-        return {"conv1": 2.0 * 3 * self.mel_bins * d * 2 * s, "tower": tower, "projector": proj,
-                "projector_input_grad": proj}
+        first, second = self.projector_per_token
+        return {"conv1": 2.0 * 3 * self.mel_bins * d * 2 * s, "tower": tower,
+                "projector": 2.0 * (first + second) * tokens, "projector_input_grad": 2.0 * first * tokens}
 
-    def _voxtral_clip(self, n: int, tokens: int, attention: bool) -> dict[str, float]:
-        """Qwen2-Audio's full-window encoder; a two-layer projector on 4 frames per token."""
-        first = 2.0 * self.enc_ffn * self.hidden * tokens  # enc_ffn = 4 * d_model, the projector's input
-        return {**self._qwen2_audio_clip(n, tokens, attention),
-                "projector": first + 2.0 * self.hidden * self.hidden * tokens, "projector_input_grad": first}
+    @property
+    def projector_per_token(self) -> tuple[int, int]:
+        """Multiply-adds of the separate projector's first layer and of the rest of it, per audio token."""
+        if not self.proj_layers:
+            return 0, 0
+        return self.proj_in * self.hidden, (self.proj_layers - 1) * self.hidden * self.hidden
+
+
+def sparse_layers(text_config) -> int:
+    """How many decoder layers are mixture-of-experts (transformers' Qwen3-MoE rule: not in
+    mlp_only_layers, and (index + 1) divisible by decoder_sparse_step)."""
+    step = int(getattr(text_config, "decoder_sparse_step", 1) or 1)
+    dense = set(getattr(text_config, "mlp_only_layers", None) or ())
+    return sum(1 for i in range(text_config.num_hidden_layers) if i not in dense and (i + 1) % step == 0)
 
 
 def step_flops(
@@ -175,7 +216,7 @@ def step_flops(
     for step in range(t - 1):
         gen += arch.text(n, 1, p + step, attention) + arch.head(n)
     # Loss passes: a frozen encoder's output from generation is reused; only a projector outside
-    # the encoder (Qwen2-Audio's) runs, and trains.
+    # the encoder (Qwen2-Audio's, Audio Flamingo 3's, Voxtral's) runs, and trains.
     enc_loss = (proj if freeze_encoder else conv1 + tower + proj) * copies
     if shared:
         ref = enc_loss + arch.text(b, p, 0, attention) + arch.text(n, t - 1, p, attention) + arch.head(n * t)

@@ -20,7 +20,7 @@ import torch
 
 from harken.data.prompts import get_template
 from harken.models.audio_lm import AudioLM, PromptBatch
-from harken.models.config7b import build_7b, model_from_config
+from harken.models.known import build_7b, model_from_config
 from harken.models.families import family_for_config
 from harken.models.loading import load_audio_lm, resolve_dtype
 from harken.models.toy import build_tiny

@@ -1,10 +1,13 @@
 """Synthetic audio questions: a deterministic, numpy-only generator of short clips and their QA.
 
-Owns: six toy skills whose answers can be read only from the audio, the balanced sampling of
-answers and answer positions, writing the clips (16 kHz mono, PCM_16 wav) and the canonical JSON
-lines of the train / test / warmup splits. Does not own: real recordings
-(`harken.data.realaudio`), feature extraction (`harken.data.audio`), prompts
-(`harken.data.prompts`), the `harken data synth` command (`harken.cli.data`).
+Owns: six toy skills whose answers can be read only from the audio (and `register`, outside the
+defaults), the balanced sampling of answers and answer positions, writing the clips (16 kHz mono,
+PCM_16 wav) and the canonical JSON lines of the train / test / warmup splits (`make_synthetic`),
+and of named question sets asked in a chosen way (`make_questions` with a `Style`: which
+phrasings, how many options, in what order; also for the real-audio skills of
+`harken.data.realaudio.real_skills`). Does not own: real recordings (`harken.data.realaudio`),
+feature extraction (`harken.data.audio`), prompts (`harken.data.prompts`), the `harken data
+synth` command (`harken.cli.data`).
 
 The skills (``meta["task"]``), each a comparison or a count a tiny encoder can learn from a mel
 spectrogram, with absolute values drawn at random so that only a comparison answers them:
@@ -31,15 +34,18 @@ determines the answer.
 
 Files: ``out_dir/{train,test,warmup}.jsonl`` (``Example`` rows whose ``audio`` is relative to
 ``out_dir``, e.g. ``audio/synth-train-000123.wav``; `load_split` resolves it),
-``out_dir/audio/<id>.wav`` and ``out_dir/info.json``, written last (`is_complete`). The same seed
-gives byte-identical files in any folder.
+``out_dir/audio/<id>.wav`` and ``out_dir/info.json``, written last (`is_complete`); a question set
+is ``out_dir/NAME.jsonl`` with clips ``out_dir/audio/NAME-NNNNNN.wav``. The same seed gives
+byte-identical files in any folder.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import wave
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -118,7 +124,7 @@ def _db(level_db: float) -> float:
     return float(10 ** (level_db / 20))
 
 
-def _assemble(rng: np.random.Generator, parts: Sequence[np.ndarray], gaps: Sequence[float]) -> np.ndarray:
+def assemble(rng: np.random.Generator, parts: Sequence[np.ndarray], gaps: Sequence[float]) -> np.ndarray:
     """Lead silence, parts separated by gaps, tail silence, at least MIN_CLIP_S, plus faint noise."""
     lead, tail = rng.uniform(0.05, 0.3, size=2)
     pieces = [np.zeros(_n(lead))]
@@ -167,10 +173,43 @@ _Render = Callable[[np.random.Generator, str], tuple[np.ndarray, dict[str, Any]]
 @dataclass(frozen=True)
 class Skill:
     name: str
-    values: tuple[str, ...]  # every possible answer; the choices are drawn from these
-    n_choices: int  # options shown per question (<= len(values))
+    values: tuple[str, ...]  # every possible answer, in the skill's own (canonical) order
+    n_choices: int  # options shown per question by default (<= len(values))
     questions: tuple[str, ...]  # phrasings, drawn independently of the answer
     render: _Render
+    dataset: str = "synthetic"  # meta["dataset"] of its questions (real-audio skills: "debian-real")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the questions of a set are asked (`make_questions`); the default is `make_synthetic`'s.
+
+    phrasings: indices into each skill's `questions` to draw from (None: all of them); an index a
+        skill lacks is left out for that skill, but each skill must keep at least one.
+    n_choices: option counts to draw from per question, each capped at the skill's number of
+        values (None: the skill's own `n_choices`).
+    order: "shuffled" (the answer's position balanced) or "canonical" (the options in the skill's
+        value order, e.g. one, two, four).
+    """
+
+    phrasings: tuple[int, ...] | None = None
+    n_choices: tuple[int, ...] | None = None
+    order: str = "shuffled"
+
+    def choice_counts(self, skill: Skill) -> list[int]:
+        """The option counts a question of `skill` draws from (at least 2, at most its values)."""
+        if self.n_choices is None:
+            return [skill.n_choices]
+        return sorted({min(max(2, c), len(skill.values)) for c in self.n_choices})
+
+    def phrasing_indices(self, skill: Skill) -> list[int]:
+        """The phrasings a question of `skill` draws from."""
+        if self.phrasings is None:
+            return list(range(len(skill.questions)))
+        kept = [i for i in self.phrasings if 0 <= i < len(skill.questions)]
+        if not kept:
+            raise ValueError(f"skill {skill.name!r} has {len(skill.questions)} phrasings; none of {list(self.phrasings)}")
+        return kept
 
 
 _COUNT_WORDS = ("one", "two", "three", "four")
@@ -183,7 +222,7 @@ def _render_count(rng: np.random.Generator, value: str) -> tuple[np.ndarray, dic
     # Beeps >= 80 ms and gaps >= 120 ms: each spans several 40 ms encoder tokens.
     beeps = [_tone(freq, rng.uniform(0.08, 0.15), amp * _db(rng.uniform(-2, 2))) for _ in range(n_beeps)]
     gaps = rng.uniform(0.12, 0.3, size=n_beeps - 1)
-    x = _assemble(rng, beeps, gaps)
+    x = assemble(rng, beeps, gaps)
     return x, {"n_beeps": n_beeps, "freq_hz": round(freq, 2)}
 
 
@@ -192,7 +231,7 @@ def _render_pitch(rng: np.random.Generator, value: str) -> tuple[np.ndarray, dic
     ratio = float(rng.uniform(1.5, 2.5))
     f1, f2 = _pair(centre, ratio, first_is_high=(value == "lower"))
     seconds, amp = rng.uniform(0.25, 0.5), _db(rng.uniform(-14, -6))
-    x = _assemble(rng, [_tone(f1, seconds, amp), _tone(f2, seconds, amp)], [rng.uniform(0.1, 0.3)])
+    x = assemble(rng, [_tone(f1, seconds, amp), _tone(f2, seconds, amp)], [rng.uniform(0.1, 0.3)])
     return x, {"freq1_hz": round(f1, 2), "freq2_hz": round(f2, 2), "ratio": round(ratio, 3)}
 
 
@@ -202,7 +241,7 @@ def _render_loudness(rng: np.random.Generator, value: str) -> tuple[np.ndarray, 
     hi_db, lo_db = centre_db + diff_db / 2, centre_db - diff_db / 2
     l1, l2 = (lo_db, hi_db) if value == "louder" else (hi_db, lo_db)
     seconds = rng.uniform(0.25, 0.5)
-    x = _assemble(rng, [_tone(freq, seconds, _db(l1)), _tone(freq, seconds, _db(l2))], [rng.uniform(0.1, 0.3)])
+    x = assemble(rng, [_tone(freq, seconds, _db(l1)), _tone(freq, seconds, _db(l2))], [rng.uniform(0.1, 0.3)])
     return x, {"freq_hz": round(freq, 2), "level1_db": round(float(l1), 2), "level2_db": round(float(l2), 2)}
 
 
@@ -211,7 +250,7 @@ def _render_duration(rng: np.random.Generator, value: str) -> tuple[np.ndarray, 
     centre, ratio = rng.uniform(0.25, 0.45), float(rng.uniform(2.0, 3.0))
     d1, d2 = _pair(centre, ratio, first_is_high=(value == "shorter"))
     amp = _db(rng.uniform(-14, -6))
-    x = _assemble(rng, [_tone(freq, d1, amp), _tone(freq, d2, amp)], [rng.uniform(0.1, 0.3)])
+    x = assemble(rng, [_tone(freq, d1, amp), _tone(freq, d2, amp)], [rng.uniform(0.1, 0.3)])
     return x, {"freq_hz": round(freq, 2), "dur1_s": round(float(d1), 4), "dur2_s": round(float(d2), 4)}
 
 
@@ -226,7 +265,7 @@ def _render_timbre(rng: np.random.Generator, value: str) -> tuple[np.ndarray, di
         sig = _harmonic(freq, seconds, value)
     # Same loudness for every waveform, so level is no cue.
     sig = _fade(_rms_normalise(sig, _db(rng.uniform(-22, -14))))
-    x = _assemble(rng, [sig], [])
+    x = assemble(rng, [sig], [])
     params: dict[str, Any] = {"waveform": value}
     if value != "noise":
         params["freq_hz"] = round(freq, 2)
@@ -238,7 +277,7 @@ def _render_sweep(rng: np.random.Generator, value: str) -> tuple[np.ndarray, dic
     ratio = float(rng.uniform(2.0, 4.0))
     f_start, f_end = _pair(centre, ratio, first_is_high=(value == "falling"))
     seconds, amp = rng.uniform(0.5, 1.5), _db(rng.uniform(-14, -6))
-    x = _assemble(rng, [_glide(f_start, f_end, seconds, amp)], [])
+    x = assemble(rng, [_glide(f_start, f_end, seconds, amp)], [])
     return x, {"f_start_hz": round(f_start, 2), "f_end_hz": round(f_end, 2), "glide_s": round(float(seconds), 4)}
 
 
@@ -316,6 +355,33 @@ SKILLS: dict[str, Skill] = {
 }
 
 
+# Skills outside the defaults (`make_synthetic` never draws them, so its files stay as they were);
+# `make_questions` takes them by name. Each asks for an absolute judgement, which the default
+# skills avoid on purpose, and is easy for a small encoder: the demo's base learns it in its warm-up.
+REGISTER_BANDS = {"low": (150.0, 300.0), "middle": (600.0, 1200.0), "high": (2400.0, 4800.0)}  # Hz, two octaves apart
+
+
+def _render_register(rng: np.random.Generator, value: str) -> tuple[np.ndarray, dict[str, Any]]:
+    lo, hi = REGISTER_BANDS[value]
+    freq = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    x = assemble(rng, [_tone(freq, rng.uniform(0.3, 0.8), _db(rng.uniform(-16, -6)))], [])
+    return x, {"freq_hz": round(freq, 2)}
+
+
+MORE_SKILLS: dict[str, Skill] = {
+    "register": Skill(
+        "register",
+        tuple(REGISTER_BANDS),
+        3,
+        (
+            "Is this tone low, middle or high in pitch?",
+            "In which pitch register is the tone?",
+            "How high is the tone you hear?",
+        ),
+        _render_register,
+    ),
+}
+
 # ---------------------------------------------------------------------------------------------
 # Balanced plans.
 
@@ -331,14 +397,14 @@ def balanced_plan(n: int, n_values: int, n_choices: int, rng: np.random.Generato
     return [plan[j] for j in rng.permutation(n)]
 
 
-def _check_balance(items: list[tuple[str, int, int]], skills: dict[str, Skill]) -> None:
+def _check_balance(items: list[tuple[str, int, int]], skills: dict[str, Skill], n_choices: dict[str, int]) -> None:
     """Fail loudly if a skill's answers or positions drift from even by more than one block."""
     for name, skill in skills.items():
         rows = [(v, p) for s, v, p in items if s == name]
-        n, block = len(rows), len(skill.values) * skill.n_choices
+        n, block = len(rows), len(skill.values) * n_choices[name]
         for what, k, counts in (
             ("answer value", len(skill.values), np.bincount([v for v, _ in rows], minlength=len(skill.values))),
-            ("answer position", skill.n_choices, np.bincount([p for _, p in rows], minlength=skill.n_choices)),
+            ("answer position", n_choices[name], np.bincount([p for _, p in rows], minlength=n_choices[name])),
         ):
             if n and counts.max() - counts.min() > max(1, block // k):
                 raise AssertionError(f"synthetic {name}: unbalanced {what} counts {counts.tolist()}")
@@ -369,29 +435,88 @@ def resolve_skills(skills: Sequence[str] | str | None) -> list[str]:
 
 def _make_split(out_dir: Path, split: str, n: int, seed: int, skill_names: list[str]) -> list[Example]:
     rng = np.random.default_rng([seed, _SPLIT_CODE[split]])
-    skills = {s: SKILLS[s] for s in skill_names}
+    return _write_questions(out_dir, rng, f"synth-{split}", n, {s: SKILLS[s] for s in skill_names}, Style(),
+                            {"split": split})
+
+
+def _write_questions(out_dir: Path, rng: np.random.Generator, id_prefix: str, n: int, skills: dict[str, Skill],
+                     style: Style, meta: dict[str, Any]) -> list[Example]:
+    """n questions shared evenly among `skills`, asked as `style`; clips written to out_dir/audio/ID.wav.
+
+    The draws, in order: each skill's balanced (value, position) plan, the mixing permutation,
+    then per item its option count (only when `style` offers several), distractors, phrasing and
+    clip. The default style therefore gives exactly the files `make_synthetic` always gave.
+    """
+    if style.order not in ("shuffled", "canonical"):
+        raise ValueError(f"question order must be 'shuffled' or 'canonical', got {style.order!r}")
+    counts = {name: style.choice_counts(s) for name, s in skills.items()}
+    phrasings = {name: style.phrasing_indices(s) for name, s in skills.items()}
     items: list[tuple[str, int, int]] = []
-    for name, n_skill in zip(skill_names, _split_counts(n, len(skill_names))):
+    for name, n_skill in zip(skills, _split_counts(n, len(skills))):
         s = skills[name]
-        items += [(name, v, p) for v, p in balanced_plan(n_skill, len(s.values), s.n_choices, rng)]
+        items += [(name, v, p) for v, p in balanced_plan(n_skill, len(s.values), max(counts[name]), rng)]
     items = [items[j] for j in rng.permutation(len(items))]  # mix the skills through the split
-    _check_balance(items, skills)
+    _check_balance(items, skills, {name: max(c) for name, c in counts.items()})
 
     examples = []
     for idx, (name, v, pos) in enumerate(items):
         skill = skills[name]
+        options = counts[name]
+        n_choices = options[0] if len(options) == 1 else options[int(rng.integers(len(options)))]
         answer = skill.values[v]
-        others = [skill.values[j] for j in rng.permutation(len(skill.values)) if j != v][: skill.n_choices - 1]
-        choices = others[:pos] + [answer] + others[pos:]
-        question = skill.questions[int(rng.integers(len(skill.questions)))]
+        others = [skill.values[j] for j in rng.permutation(len(skill.values)) if j != v][: n_choices - 1]
+        if style.order == "canonical":
+            choices = [x for x in skill.values if x == answer or x in others]
+        else:
+            pos %= n_choices
+            choices = others[:pos] + [answer] + others[pos:]
+        ways = phrasings[name]
+        question = skill.questions[ways[int(rng.integers(len(ways)))]]
         audio, params = skill.render(rng, answer)
-        ex_id = f"synth-{split}-{idx:06d}"
+        ex_id = f"{id_prefix}-{idx:06d}"
         rel = f"audio/{ex_id}.wav"
         write_wav(out_dir / rel, audio)
-        meta = {"task": name, "dataset": "synthetic", "split": split, **params}
-        meta["clip_s"] = round(len(audio) / SAMPLE_RATE, 4)
-        examples.append(Example(ex_id, rel, question, choices, answer, meta))
+        row_meta = {"task": name, "dataset": skill.dataset, **meta, **params}
+        row_meta["clip_s"] = round(len(audio) / SAMPLE_RATE, 4)
+        examples.append(Example(ex_id, rel, question, choices, answer, row_meta))
     return examples
+
+
+def make_questions(out_dir: str | Path, name: str, n: int, seed: int, skills: Sequence[Skill | str],
+                   style: Style = Style(), meta: dict[str, Any] | None = None) -> Path:
+    """Write one question set, out_dir/NAME.jsonl, and its clips (out_dir/audio/NAME-NNNNNN.wav).
+
+    Args:
+        name: the set's name: its file, its clips' ids, and its own random stream (two sets of one
+            seed share no clip).
+        n: questions, shared evenly among `skills`.
+        skills: names of `SKILLS`, or `Skill` objects (e.g. the real-audio skills of
+            `harken.data.realaudio.real_skills`).
+        style: which phrasings, how many options, in what order.
+        meta: fields added to every question's meta (e.g. {"category": "rephrased"}).
+
+    Returns:
+        The path of the JSON-lines file. The same arguments give byte-identical files.
+    """
+    if n < 0:
+        raise ValueError(f"question set {name!r}: the number of questions must be >= 0, got {n}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"question set name {name!r}: use letters, digits, '.', '_' and '-'")
+    chosen: dict[str, Skill] = {}
+    for k in skills:
+        skill = k if isinstance(k, Skill) else MORE_SKILLS.get(k) or SKILLS[resolve_skills([k])[0]]  # unknown: ValueError
+        chosen[skill.name] = skill
+    if not chosen:
+        raise ValueError(f"question set {name!r}: no skill given")
+    out_dir = Path(out_dir)
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / "audio").glob(f"{name}-*.wav"):
+        stale.unlink()
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    examples = _write_questions(out_dir, rng, name, n, chosen, style, dict(meta or {}))
+    path = out_dir / f"{name}.jsonl"
+    write_jsonl(path, examples)
+    return path
 
 
 def make_synthetic(

@@ -1,4 +1,5 @@
-"""The PNG charts of a training run: one per panel, and a grid of the metrics no panel draws.
+"""The PNG charts of a training run (one per panel, and a grid of the metrics no panel draws), and of
+results over seeds (grouped bars with the seeds' range, lines with a band).
 
 Owns: drawing metric series (faint raw values with a moving average for dense series, points for
 sparse ones) and the `Chart` record a page shows.
@@ -134,3 +135,70 @@ def plot_run(rows: Sequence[dict[str, Any]], plot_dir: str | os.PathLike, prefix
         plot_grid(series, families, full_title, path)
         charts.append(Chart(path, full_title, [k for keys in families.values() for k in keys], wide=len(families) > 1))
     return charts
+
+
+# ---------------------------------------------------------------------------------------------
+# Results over several seeds: a value per seed, drawn as its mean with the seeds' range.
+
+
+@dataclass
+class Spread:
+    """Values of one quantity over seeds: the mean and the lowest and highest seed."""
+
+    mean: float
+    low: float
+    high: float
+
+
+def plot_bars(groups: Sequence[str], bars: dict[str, Sequence[Spread]], title: str, ylabel: str, path: Path,
+              ylim: tuple[float, float] | None = (0, 105)) -> None:
+    """Grouped bars: a group per entry of `groups`, a bar per entry of `bars` (its name -> one
+    `Spread` per group) at the mean, its error bar from the lowest to the highest seed, and the
+    mean written above the error bar."""
+    width = 0.8 / max(1, len(bars))
+    fig = figure(max(6.4, 1.2 + len(groups) * (0.35 + 0.3 * len(bars))), 3.9)
+    fig.subplots_adjust(left=0.08, right=0.99, top=0.91, bottom=0.2)
+    ax = fig.subplots()
+    for i, (name, spreads) in enumerate(bars.items()):
+        xs = [j + (i - (len(bars) - 1) / 2) * width for j in range(len(groups))]
+        err = [[s.mean - s.low for s in spreads], [s.high - s.mean for s in spreads]]
+        ax.bar(xs, [s.mean for s in spreads], width=width, color=f"C{i % 10}", label=name, yerr=err, capsize=2.5,
+               error_kw={"elinewidth": 0.9, "ecolor": "#333"})
+        for x, s in zip(xs, spreads):
+            ax.annotate(f"{s.mean:.0f}", (x, s.high), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=6.5)
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=min(4, len(bars)), frameon=False)
+    save_png(fig, path)
+
+
+def plot_bands(lines: dict[str, tuple[Sequence[float], Sequence[Spread]]], title: str, xlabel: str, ylabel: str,
+               path: Path, marker: tuple[str, float, float] | None = None, colors: dict[str, str] | None = None) -> None:
+    """Lines at the mean over seeds with a shaded band from the lowest to the highest seed.
+
+    Args:
+        lines: name -> (x values, one `Spread` per x).
+        marker: (label, x, y) of one point drawn as a star (e.g. the model every line starts from).
+        colors: name -> matplotlib color, to match another chart (default: C0, C1, ... in order).
+    """
+    fig = figure(6.4, 3.9)
+    fig.subplots_adjust(left=0.11, right=0.97, top=0.91, bottom=0.27)
+    ax = fig.subplots()
+    for i, (name, (xs, spreads)) in enumerate(lines.items()):
+        color = (colors or {}).get(name, f"C{i % 10}")
+        ax.plot(xs, [s.mean for s in spreads], color=color, marker="o", markersize=3.5, linewidth=1.4, label=name)
+        ax.fill_between(xs, [s.low for s in spreads], [s.high for s in spreads], color=color, alpha=0.15, linewidth=0)
+    if marker:
+        ax.plot([marker[1]], [marker[2]], marker="*", markersize=12, color="black", linestyle="none", label=marker[0])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(4, len(lines) + bool(marker)),
+              frameon=False)
+    save_png(fig, path)

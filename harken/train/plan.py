@@ -1,22 +1,27 @@
 """Per-GPU memory of a training run, part by part: the formula behind `harken plan`.
 
 Owns: a model's sizes without its weights (`model_sizes`: `tiny:FAMILY`, a local folder's
-config.json, or Qwen/Qwen2-Audio-7B-Instruct; parameters counted on the meta device), the bytes
-per GPU of every part and phase of a GRPO or SFT run for one sharding mode (`plan_memory`), and
-whether it fits a card or which knob makes it fit (`advise`). Does not own: how training holds
-memory (`harken.train.policy`, `harken.train.sharding`, `harken.rl.rollout`): this models that
-code as it is, and tests/train/test_plan.py checks it against memory measured on CPU.
+config.json, or a published checkpoint whose sizes `harken.models.known` holds; parameters counted
+on the meta device), the bytes per GPU of every part and phase of a GRPO or SFT run for one
+sharding mode (`plan_memory`), and whether it fits a card or which knob makes it fit (`advise`).
+Does not own: how training holds memory (`harken.train.policy`, `harken.train.sharding`,
+`harken.rl.rollout`): this models that code as it is, and tests/train/test_plan.py checks it
+against memory measured on CPU.
 
 Notation. N GPUs; k = 1 (sharding none) or N (fsdp); c bytes of the compute dtype (bf16 2, fp32 4;
 auto = bf16); s bytes the weights are stored in (4 with master_weights and full fine-tuning, else
 c); autocast = s > c. Model: h hidden, f ffn, L layers, nh heads, nkv key/value heads, dh head
-dim, V vocab; encoder d, f_e, L_e layers, nh_e heads, S positions (Qwen2-Audio: its whole window;
-Omni: the clip's), M mel bins. Run: B prompts, R = B*G rows, n rows per micro-batch
-(rollout.micro_batch, 0 = R), T = max_new_tokens, P = text tokens + 25 audio tokens per second
-of prompt.max_audio_seconds (capped at the window). Parameters: W all; Wt trained (full: all but
-a frozen encoder, unused modules and tensors built frozen; LoRA: r*(in+out) per linear outside
-the encoder named in lora_target_modules); U the largest FSDP unit (an encoder or decoder layer),
-Rt the root (embeddings, final norm, head, encoder stem, projector); Ut, Rtt their trained parts.
+dim, V vocab; mixture of experts: Lm of the L layers, E experts of width fx, k per token;
+encoder d, f_e, L_e layers, nh_e heads, S positions (Qwen2-Audio, Voxtral: the whole window;
+Omni: the clip's), M mel bins; projector (Qwen2-Audio, Audio Flamingo 3, Voxtral) of 1 or 2
+layers, its input p_in per audio token (d; Voxtral 4 frames side by side: f_e = 4d). Run: B
+prompts, R = B*G rows, n rows per micro-batch (rollout.micro_batch, 0 = R), T = max_new_tokens,
+P = text tokens + the family's audio tokens for prompt.max_audio_seconds (capped at the window:
+25 per second, Qwen3-Omni 13, Voxtral 12.5). Parameters: W all; Wt trained (full: all but a
+frozen encoder, unused modules and tensors built frozen; LoRA: r*(in+out) per linear outside the
+encoder named in lora_target_modules; every expert of a mixture counts in W and, trained, in
+Wt); U the largest FSDP unit (an encoder or decoder layer), Rt the root (embeddings, final norm,
+head, encoder stem, projector); Ut, Rtt their trained parts.
 
 Parts (bytes per GPU; sw = s, or for LoRA adapters 4 with master_weights (peft's fp32) else c):
   weights       full s*W/k; LoRA (c*W + sw*Wt)/k
@@ -57,12 +62,19 @@ micro-batch's). Per token and decoder layer, a =
   LoRA (frozen base):  2*(4h + 4) + 2ch + 4nh + 3fc + per adapted linear in*(sw + m) + sw*r
                        (its input cast to the adapter's dtype, after dropout; the dropout mask
                        m: 1 byte on CUDA, sw on CPU, 0 without dropout)
+  mixture-of-experts layers: the MLP term (4fc; LoRA 3fc) becomes, for its top k experts only,
+                       k*(c*(2h + 4fx + 1) + 36) + 4E + 4 (`moe_layer_bytes`; LoRA k*(c*(3fx + h
+                       + 1) + 36) + 4E + 4; autocast + ch, the router's input cast); a = the mean
+                       over the L layers
+  queries and keys normalised per head (Qwen3): + (nh + nkv)*((4 + c)*dh + 4) (LoRA 4*(dh + 1))
   final norm per token: 4h + 4 (+ ch full, + 4h autocast).
   prompt      B*P*(L*(a + 2*nkv'*dh*c) + final norm) + L*B*P*P*c float masks when B > 1
               (nkv' = nh then: keys repeated, else nkv) + audio: encoder trained: B clips of
               c*(2MS + 5dS) stem + S*L_e*(9dc + 2f_e*c + 16 + 4nh_e) (+8d autocast) + (1.5dS
-              tail, + tokens*d projector input)*(c, 4 autocast) + Qwen2-Audio clips shorter than
-              the window: L_e*S*S*c masks; frozen: c*d*tokens (projector input; 0 with LoRA)
+              tail (Voxtral, no pooling: dS), + tokens*p_in projector input)*(c, 4 autocast)
+              + 2hc*tokens (a two-layer projector's GELU input and output) + Qwen2-Audio clips
+              shorter than the window: L_e*S*S*c masks; frozen: tokens*(c*p_in + 2hc [two
+              layers]) (the projector's; 0 with LoRA)
   micro-batch n*(T-1)*(L*a + final norm) + n*T*(c*h [head input, full] + 4V [fp32 log-softmax])
               + L*n*(2*nh*dh*(P+T-1)*c + (T-1)*(P+T-1)*c) (keys/values repeated, float mask)
   naive path  n rows of P+T tokens as one micro-batch with its own prompt and encoder pass;
@@ -83,7 +95,6 @@ GIB = 2**30
 HEADROOM = 0.9  # a run fits when its peak is at most this fraction of the card
 TEXT_TOKENS = 100  # system prompt, chat markup, question, choices, instruction (prompt2 with Qwen's tokenizer: ~70-90)
 TARGET_TOKENS = 16  # SFT target "<answer>...</answer><|im_end|>"
-KNOWN_IDS = ("Qwen/Qwen2-Audio-7B-Instruct",)
 PARTS = {
     "weights": "weights (trained, masters, frozen)",
     "gradients": "gradients",
@@ -149,6 +160,12 @@ class ModelSizes:
                 return f"{tag}.{name[len(prefix):].split('.')[0]}"
         return "root"
 
+    @property
+    def qk_norm(self) -> bool:
+        """Whether the decoder normalises queries and keys per head (Qwen3's q_norm and k_norm)."""
+        q_norm = self.family.module_paths["language_model"] + ".layers.0.self_attn.q_norm."
+        return any(name.startswith(q_norm) for name, _, _ in self.params)
+
     def count(self, where=lambda name, trainable: True) -> int:
         return sum(n for name, n, t in self.params if where(name, t))
 
@@ -167,7 +184,7 @@ class ModelSizes:
 
 def model_sizes(path: str) -> ModelSizes:
     """Sizes of the model `model.path` names, without downloading or loading weights."""
-    from harken.models.families import family_for_config, get_family
+    from harken.models.families import family_for_config
     from harken.models.loading import toy_family
 
     if toy_family(path):  # tiny: and tiny-warm: toys share their architecture
@@ -175,14 +192,15 @@ def model_sizes(path: str) -> ModelSizes:
 
         lm = build_tiny(toy_family(path))
         return ModelSizes.from_model(lm.model, lm.family)
-    if path in KNOWN_IDS:
-        from harken.models.config7b import qwen2_audio_7b_config
+    from harken.models.known import KNOWN_MODELS, known_config
 
-        return ModelSizes.from_config(qwen2_audio_7b_config(), get_family("qwen2-audio"))
+    known = known_config(path)
+    if known is not None:
+        return ModelSizes.from_config(*known)
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(
             f"model.path={path}: no config.json there and not a known model; pass a local checkpoint folder, "
-            f"tiny:FAMILY or {' / '.join(KNOWN_IDS)}"
+            f"tiny:FAMILY or {' / '.join(KNOWN_MODELS)}"
         )
     from transformers import AutoConfig
 
@@ -216,6 +234,17 @@ class Plan:
 def compute_bytes(dtype: str) -> int:
     """Bytes per element of `model.dtype` on a GPU (auto = bf16)."""
     return _BYTES[dtype]
+
+
+def moe_layer_bytes(h: int, fx: int, k: int, experts: int, c: int, lora: bool) -> float:
+    """Bytes one token keeps for backward in one mixture-of-experts MLP, as transformers' Qwen3-MoE
+    experts run (grouped_mm, the default, and the eager loop keep the same): for each of its k
+    experts, gate and up (2fx), the activation (fx), the weighted output (h) and the routing weight
+    (1) in the compute dtype, and when the experts train also their gathered input (h) and the down
+    projection's input (fx); 36 bytes of int64 indices and fp32 top-k weight per expert; the
+    router's fp32 softmax over the E experts and its top-k sum."""
+    per_expert = c * (3 * fx + h + 1) + (0 if lora else c * (h + fx)) + 36
+    return k * per_expert + 4 * experts + 4
 
 
 def plan_memory(cfg, gpus: int, sizes: ModelSizes, *, sharding: str | None = None, text_tokens: int = TEXT_TOKENS,
@@ -297,16 +326,23 @@ def plan_memory(cfg, gpus: int, sizes: ModelSizes, *, sharding: str | None = Non
     # Activations saved for backward.
     h, f, heads = a.hidden, a.ffn, a.heads
     drop_mask = (1 if device == "cuda" else sw) if m.lora_dropout > 0 else 0
+    qk_heads = (heads + a.kv_heads) * sizes.qk_norm  # queries and keys normalised per head (Qwen3)
+    moe = moe_layer_bytes(h, a.expert_ffn, a.experts_per_token, a.experts, c, lora) if a.moe_layers else 0
     if lora:
-        per_tok = 2 * (4 * h + 4) + 2 * c * h + 4 * heads + 3 * f * c
+        per_tok = 2 * (4 * h + 4) + 2 * c * h + 4 * heads + 4 * qk_heads * (a.head_dim + 1)
         per_tok += sum(i * (sw + drop_mask) + sw * m.lora_r for i, _ in layer_adapters)
+        mlp = 3 * f * c
         final, head_in = 4 * h + 4, 0
     elif cast_style:
-        per_tok = 2 * (8 * h + 4) + 5 * c * h + 2 * c * h + 4 * heads + 4 * f * c
+        per_tok = 2 * (8 * h + 4) + 3 * c * h + 2 * c * h + 4 * heads + qk_heads * ((4 + c) * a.head_dim + 4)
+        mlp, moe = 2 * c * h + 4 * f * c, moe + c * h * bool(moe)  # casts into gate and up; into the router
         final, head_in = 8 * h + 4, c * h
     else:
-        per_tok = 2 * (4 * h + 4 + 2 * c * h) + 2 * c * h + 4 * heads + 4 * f * c
+        per_tok = 2 * (4 * h + 4 + 2 * c * h) + 2 * c * h + 4 * heads + qk_heads * ((4 + c) * a.head_dim + 4)
+        mlp = 4 * f * c
         final, head_in = 4 * h + 4 + c * h, c * h
+    per_tok += ((a.layers - a.moe_layers) * mlp + a.moe_layers * moe) / a.layers  # the layers' mean
+    proj_in, proj_hidden = a.proj_in, 2 * h * (a.proj_layers - 1) * c  # a two-layer projector's GELU in and out
 
     def audio_bytes(clips: int) -> float:
         if encoder_trains:
@@ -317,10 +353,13 @@ def plan_memory(cfg, gpus: int, sizes: ModelSizes, *, sharding: str | None = Non
             per_pos = 9 * d * c + 2 * fe * c + 16 + 4 * sizes.enc_heads + 8 * d * cast_style
             masks = a.enc_layers * positions * positions * c if masked and 2 * positions > frames else 0
             stem = c * (2 * a.mel_bins * positions + 5 * d * positions)
-            return clips * (stem + positions * a.enc_layers * per_pos + masks + r * (1.5 * d * positions + d * audio))
+            # The tail: the pooling's and the final norm's inputs (Voxtral has no pooling: the norm's alone).
+            tail = (1.0 if fam.name == "voxtral" else 1.5) * d * positions
+            return clips * (stem + positions * a.enc_layers * per_pos + masks + r * (tail + proj_in * audio)
+                            + proj_hidden * audio)
         if lora or not sizes.family.module_paths["projector"]:
             return 0.0
-        return clips * c * a.enc_d * audio
+        return clips * audio * (c * proj_in + proj_hidden)
 
     def decoder_bytes(rows_: int, tokens: int, past: int, masked: bool, repeated: bool) -> float:
         """`rows_` rows of `tokens` new tokens after `past` cached ones, through every layer and the final norm."""

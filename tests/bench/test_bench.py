@@ -58,10 +58,11 @@ def test_bench_paths_agree(toy_result):
 
 
 # The Omni encoder's formula (valid frames, chunked) with it trained; Qwen2-Audio's (full
-# window, separate projector) and Voxtral's (full window, two-layer projector on 4 frames per
-# token) trained and frozen. The cases are few: the counter is slow.
+# window, separate projector), Audio Flamingo 3's (two-layer projector) and Voxtral's (full
+# window, two-layer projector on 4 frames per token) trained and frozen. The cases are few: the
+# counter is slow.
 @pytest.mark.parametrize("family,freezes", [("qwen2-audio", (False, True)), ("qwen2.5-omni", (False,)),
-                                            ("voxtral", (False, True))])
+                                            ("audio-flamingo-3", (False, True)), ("voxtral", (False, True))])
 def test_flop_formula_matches_torch_counter(family, freezes):
     """The analytic count without attention products == FlopCounterMode (which does not see the
     fused CPU attention kernel), for every phase and both paths."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import logging
@@ -160,3 +161,79 @@ def test_cli_real(tmp_path, monkeypatch, capsys):
     _no(monkeypatch, tmp_path, "system-sound")
     assert args.func(args) == 1
     assert "nothing written" in capsys.readouterr().out
+
+
+# --- learnable real-audio skills, split by source (real_skills) -------------------------------
+
+needs_all = pytest.mark.skipif(not all(HAVE.values()), reason="needs all three Debian audio packages (make audio-packages)")
+
+
+def test_split_sources_deals_each_class_to_both_sides_once():
+    by_class = {"a": list(range(9)), "b": ["x", "y"], "c": ["only"]}
+    sides = realaudio.split_sources(by_class, seed=0, task="t")
+    assert set(sides["train"]) == set(sides["test"]) == {"a", "b"}  # one source cannot be on both sides
+    assert len(sides["test"]["a"]) == 3 and len(sides["train"]["a"]) == 6  # a third on the test side
+    assert len(sides["test"]["b"]) == len(sides["train"]["b"]) == 1
+    for label in ("a", "b"):
+        assert not set(sides["train"][label]) & set(sides["test"][label])
+        assert sorted(sides["train"][label] + sides["test"][label], key=str) == sorted(by_class[label], key=str)
+    assert realaudio.split_sources(by_class, seed=0, task="t") == sides
+    assert realaudio.split_sources(by_class, seed=1, task="t")["test"]["a"] != sides["test"]["a"]
+
+
+def _count_events(x: np.ndarray, sr: int = 16_000) -> int:
+    """Sounding stretches separated by at least 150 ms of near-silence (10 ms frames)."""
+    hop = sr // 100
+    env = np.sqrt(np.mean(x[: len(x) // hop * hop].reshape(-1, hop) ** 2, axis=1))
+    active = env > 0.05 * env.max()
+    events, quiet = 0, 99
+    for a in active:
+        if a:
+            events += quiet >= 15
+            quiet = 0
+        else:
+            quiet += 1
+    return events
+
+
+@needs_all
+def test_real_skills_write_answerable_clips_from_their_side_only(tmp_path):
+    sources = {}
+    for side in realaudio.SIDES:
+        skills = realaudio.real_skills(side, seed=0)
+        assert list(skills) == list(realaudio.REAL_SKILL_PACKAGES)
+        path = synth.make_questions(tmp_path, side, 36, 0, list(skills.values()), synth.Style(n_choices=(2, 3, 4)))
+        rows = synth.load_split(path)
+        assert Counter(ex.meta["task"] for ex in rows) == {name: 12 for name in skills}
+        for ex in rows:
+            x, sr = sf.read(ex.audio, dtype="float32")
+            assert sr == 16_000 and x.ndim == 1 and len(x) / sr <= realaudio.MAX_CLIP_S, ex.id
+            assert ex.meta["dataset"] == "debian-real" and ex.answer in ex.choices
+            task = ex.meta["task"]
+            if task == "drum":
+                stem = Path(ex.meta["source"]).stem
+                assert any(fnmatch.fnmatchcase(stem, p) for p in realaudio.DRUM_PIECES[ex.answer]), ex
+            else:
+                assert _count_events(x) == realaudio.COUNTS.index(ex.answer) + 1, ex
+                assert ex.meta["plays" if task == "alert-count" else "words"] == realaudio.COUNTS.index(ex.answer) + 1
+        sources[side] = {(ex.meta["task"], s) for ex in rows for s in
+                         (ex.meta["source"].split() if ex.meta["task"] == "word-count" else [ex.meta["source"]])}
+    assert not sources["train"] & sources["test"]  # no sample file, alert file or spoken word on both sides
+
+
+@needs_all
+def test_real_skills_same_seed_same_bytes(tmp_path):
+    for folder in ("a", "b"):
+        synth.make_questions(tmp_path / folder, "t", 9, 3, list(realaudio.real_skills("test", seed=3).values()))
+    assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
+
+
+def test_real_skills_leave_out_a_missing_package(tmp_path, monkeypatch, caplog):
+    _no(monkeypatch, tmp_path, "instrument", "spoken-word")
+    with caplog.at_level(logging.WARNING, logger="harken.data.realaudio"):
+        skills = realaudio.real_skills("train", seed=0)
+    assert list(skills) == (["alert-count"] if HAVE["sound-theme-freedesktop"] else [])
+    assert "sonic-pi-samples is not installed; the drum skill is left out" in caplog.text
+    assert "apt-get install --no-install-recommends flite" in caplog.text
+    with pytest.raises(ValueError, match="side must be one of train, test"):
+        realaudio.real_skills("val")

@@ -257,3 +257,67 @@ def test_cli_synth(tmp_path, capsys):
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["counts"]["train"] == {"timbre": 4, "sweep": 4, "total": 8}
     assert info["seed"] == 2
+
+
+# --- question sets asked in a chosen style (make_questions) -----------------------------------
+
+NARROW = synth.Style(phrasings=(0,), n_choices=(3,), order="canonical")
+
+
+def test_narrow_style_one_phrasing_three_options_in_value_order(tmp_path):
+    rows = synth.load_split(synth.make_questions(tmp_path, "narrow", 24, 0, ["count", "timbre"], NARROW))
+    assert Counter(ex.meta["task"] for ex in rows) == {"count": 12, "timbre": 12}
+    for ex in rows:
+        skill = synth.SKILLS[ex.meta["task"]]
+        assert ex.question == skill.questions[0]
+        assert len(ex.choices) == 3 and ex.answer in ex.choices
+        assert ex.choices == [v for v in skill.values if v in ex.choices], ex  # e.g. one, two, four
+        assert ex.id.startswith("narrow-") and Path(ex.audio).name == f"{ex.id}.wav"
+    assert Counter(ex.answer for ex in rows if ex.meta["task"] == "count") == {w: 3 for w in ("one", "two", "three", "four")}
+
+
+def test_broad_style_draws_every_phrasing_and_option_count(tmp_path):
+    rows = synth.load_split(synth.make_questions(tmp_path, "broad", 96, 1, ["count", "timbre"], synth.Style(n_choices=(2, 3, 4)),
+                                                 meta={"category": "mix"}))
+    for name in ("count", "timbre"):
+        exs = [ex for ex in rows if ex.meta["task"] == name]
+        assert {ex.question for ex in exs} == set(synth.SKILLS[name].questions)
+        assert {len(ex.choices) for ex in exs} == {2, 3, 4}
+        assert len({ex.answer_index for ex in exs}) == 4  # the answer is not always in the same place
+    assert {ex.meta["category"] for ex in rows} == {"mix"}
+    # rephrased: every phrasing but the first; an index a skill lacks (timbre has 3) is left out for it
+    rows = synth.load_split(synth.make_questions(tmp_path, "rephrased", 48, 1, ["count", "timbre"],
+                                                 synth.Style(phrasings=(1, 2, 3), n_choices=(3,))))
+    assert {ex.question for ex in rows if ex.meta["task"] == "count"} == set(synth.SKILLS["count"].questions[1:])
+    assert {ex.question for ex in rows if ex.meta["task"] == "timbre"} == set(synth.SKILLS["timbre"].questions[1:])
+
+
+def test_question_sets_are_deterministic_and_distinct(tmp_path):
+    a = synth.make_questions(tmp_path / "a", "set", 12, 0, ["count"], NARROW)
+    b = synth.make_questions(tmp_path / "b", "set", 12, 0, ["count"], NARROW)
+    assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b") and a.read_bytes() == b.read_bytes()
+    c = synth.make_questions(tmp_path / "a", "other", 12, 0, ["count"], NARROW)  # same seed, other set: other clips
+    clips = lambda p: {hashlib.sha256(_read(ex).tobytes()).hexdigest() for ex in synth.load_split(p)}  # noqa: E731
+    assert not clips(a) & clips(c)
+
+
+def test_register_tones_lie_in_their_band(tmp_path):
+    rows = synth.load_split(synth.make_questions(tmp_path, "reg", 12, 0, ["register"]))
+    assert Counter(ex.answer for ex in rows) == {"low": 4, "middle": 4, "high": 4}
+    for ex in rows:
+        (a, b), = _segments(_read(ex))
+        lo, hi = synth.REGISTER_BANDS[ex.answer]
+        assert lo * 0.97 <= _peak_hz(_read(ex)[a:b]) <= hi * 1.03, ex
+
+
+def test_make_questions_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic skill.*'chords'"):
+        synth.make_questions(tmp_path, "x", 4, 0, ["chords"])
+    with pytest.raises(ValueError, match="question set name 'a b'"):
+        synth.make_questions(tmp_path, "a b", 4, 0, ["count"])
+    with pytest.raises(ValueError, match="'shuffled' or 'canonical'"):
+        synth.make_questions(tmp_path, "x", 4, 0, ["count"], synth.Style(order="sorted"))
+    with pytest.raises(ValueError, match="skill 'timbre' has 3 phrasings; none of \\[5\\]"):
+        synth.make_questions(tmp_path, "x", 4, 0, ["timbre"], synth.Style(phrasings=(5,)))
+    with pytest.raises(ValueError, match=">= 0"):
+        synth.make_questions(tmp_path, "x", -1, 0, ["count"])
