@@ -128,7 +128,7 @@ def test_curation_finds_a_leak_planted_in_the_question_text(tmp_path, warm_toy):
     from harken.models.loading import load_audio_lm, save_audio_lm
 
     data = tmp_path / "synth"
-    make_synthetic(data, seed=0, n_train=96, n_test=0, n_warmup=96, skills="count,timbre")
+    make_synthetic(data, seed=0, n_train=96, n_test=0, n_warmup=384, skills="count,timbre")
     teach = load_split(data, "warmup")
     _with_hints(teach, leaky_every=1)
     train = load_split(data, "train")
@@ -136,7 +136,7 @@ def test_curation_finds_a_leak_planted_in_the_question_text(tmp_path, warm_toy):
     write_jsonl(data / "leaky.jsonl", train)
 
     lm = load_audio_lm(str(warm_toy))
-    loss = _teach_the_leak(lm, teach, steps=120)
+    loss = _teach_the_leak(lm, teach, steps=200)
     save_audio_lm(lm, tmp_path / "leak-reader")
     summary = curate_dataset(str(data / "leaky.jsonl"), str(tmp_path / "leak-reader"), tmp_path / "curation",
                              samples=8, max_new_tokens=8, batch_size=16, text_threshold=0.75)
